@@ -1,0 +1,70 @@
+"""open-r1-egsw: GRPO + Entropy-Guided Sequence Weighting recipes on TRL.
+
+Every dependency is pinned exactly here, in one list, and each extra is derived from it (as open-r1 does).
+Why these versions (measured on a 2-core CPU machine, see README "Versions"):
+- trl 1.16.0: EGSWTrainer relies on private GRPOTrainer hooks (`_generate_and_score_completions`, per-token
+  advantages in `_compute_loss`, `_get_per_token_logps_and_entropies`) whose shape changes between releases;
+  tests/test_trainer.py has one test per hook, so an upgrade fails loudly.
+- transformers 5.23.0, accelerate 1.15.0, datasets 5.2.0, deepspeed 0.19.8: the set trl 1.16 resolves with.
+- math-verify 0.5.2 + latex2sympy2_extended 1.0.6: lighteval 0.13 pins latex2sympy2_extended 1.0.6, and
+  math-verify 0.9 needs 1.11; unpinned, pip silently downgrades lighteval to 0.9.2 (numpy<2, broken datasets).
+- xxhash<4: lighteval 0.13 fails with xxhash 4.
+- torch: the CPU path installs torch==2.13.0 first (Makefile); the GPU extra takes the CUDA torch vLLM needs.
+- vllm 0.31.0 (extra `gpu`, training environment): inside trl[vllm] 1.16's range 0.22-0.31. lighteval[vllm] 0.13
+  wants vllm<0.10.2, so GPU evaluation uses its own environment (`make install-eval-gpu`, README).
+"""
+
+from setuptools import find_packages, setup
+
+_deps = [
+    "accelerate==1.15.0",
+    "datasets==5.2.0",
+    "deepspeed==0.19.8",
+    "hypothesis>=6.100",
+    "latex2sympy2_extended==1.0.6",
+    "lighteval==0.13.0",
+    "math-verify==0.5.2",
+    "matplotlib>=3.8",
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "pyyaml>=6",
+    "ruff>=0.6",
+    "tokenizers>=0.22",
+    "torch>=2.13.0",
+    "transformers==5.23.0",
+    "trl==1.16.0",
+    "vllm==0.31.0",
+    "wandb==0.31.0",
+    "xxhash<4",
+]
+deps = {d.split("==")[0].split(">=")[0].split("<")[0]: d for d in _deps}
+
+
+def deps_list(*names):
+    return [deps[name] for name in names]
+
+
+install_requires = deps_list(
+    "accelerate", "datasets", "deepspeed", "latex2sympy2_extended", "math-verify", "matplotlib", "pyyaml",
+    "tokenizers", "torch", "transformers", "trl", "wandb",
+)  # fmt: skip
+extras = {
+    "eval": deps_list("lighteval", "xxhash", "latex2sympy2_extended", "math-verify"),
+    "tests": deps_list("pytest", "pytest-timeout", "hypothesis"),
+    "quality": deps_list("ruff"),
+    "gpu": deps_list("vllm"),
+}
+extras["dev"] = extras["tests"] + extras["quality"] + extras["eval"]
+
+setup(
+    name="open-r1-egsw",
+    version="0.1.0",
+    description="GRPO + Entropy-Guided Sequence Weighting (EGSW) and entropy-discriminator clipping on TRL",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    python_requires=">=3.10",
+    install_requires=install_requires,
+    extras_require=extras,
+)

@@ -1,0 +1,282 @@
+"""The embedded default: a synthetic math data set, a tokenizer and a tiny Qwen2 model, built locally.
+
+Nothing is downloaded. Everything is derived from a seed, so two builds with the same seed give the same files,
+and is cached under `.cache/embedded/` (git-ignored) with a fingerprint: a build is redone only when the seed or
+this module's `ASSET_VERSION` changes.
+
+    python -m open_r1_egsw.embedded            # build (or reuse) data set + tokenizer + base model, print paths
+    python -m open_r1_egsw.embedded --warm-start  # ... then the SFT warm start (recipes/tiny/sft/config.yaml)
+
+Layout of the cache:
+
+    .cache/embedded/data/{train,test}.jsonl   problem / solution / answer / level / type (the MATH-lighteval schema)
+    .cache/embedded/base-model/               random tiny Qwen2 + tokenizer with a chat template
+    .cache/embedded/sft-model/                the SFT warm start the GRPO recipes train from
+
+The task is two-number addition written as a word problem ("What is 37 + 48?"). The gold `solution` ends with
+`\\boxed{85}`, so the real `accuracy` reward (math-verify) scores it, exactly as on MATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ASSET_VERSION = 1  # bump when the data, tokenizer or model construction changes
+DEFAULT_ROOT = Path(".cache/embedded")
+SFT_RECIPE = Path("recipes/tiny/sft/config.yaml")
+
+SYSTEM_PROMPT = (
+    "You are a helpful assistant. Think inside <think> </think> and give the final answer "
+    "inside <answer> </answer> as \\boxed{}."
+)
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@dataclass(frozen=True)
+class EmbeddedSpec:
+    """What the embedded assets are built from; its hash is the cache fingerprint."""
+
+    seed: int = 0
+    num_train: int = 4000
+    num_test: int = 200
+    max_operand: int = 99  # operands in [0, max_operand]
+    vocab_size: int = 400
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 512
+    version: int = ASSET_VERSION
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EmbeddedPaths:
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def base_model(self) -> Path:
+        return self.root / "base-model"
+
+    @property
+    def sft_model(self) -> Path:
+        return self.root / "sft-model"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data set
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def reference_completion(a: int, b: int) -> str:
+    """The completion the SFT warm start imitates; it passes the `format` and `accuracy` rewards."""
+    return f"<think>\n{a} + {b} = {a + b}\n</think>\n<answer>\n\\boxed{{{a + b}}}\n</answer>"
+
+
+def make_rows(spec: EmbeddedSpec) -> dict[str, list[dict]]:
+    """Train and test rows, disjoint in (a, b), deterministic in `spec.seed`."""
+    rng = random.Random(spec.seed)
+    pairs = [(a, b) for a in range(spec.max_operand + 1) for b in range(spec.max_operand + 1)]
+    rng.shuffle(pairs)
+    needed = spec.num_train + spec.num_test
+    if needed > len(pairs):
+        raise ValueError(f"num_train + num_test = {needed} exceeds the {len(pairs)} distinct problems.")
+    splits = {"test": pairs[: spec.num_test], "train": pairs[spec.num_test : needed]}
+    rows = {}
+    for split, split_pairs in splits.items():
+        rows[split] = [
+            {
+                "problem": f"What is {a} + {b}?",
+                "solution": f"{a} + {b} = {a + b}. The answer is $\\boxed{{{a + b}}}$.",
+                "answer": str(a + b),
+                "completion_reference": reference_completion(a, b),
+                "level": "Level 1" if max(a, b) < 10 else "Level 2",
+                "type": "Arithmetic",
+            }
+            for a, b in split_pairs
+        ]
+    return rows
+
+
+def write_dataset(spec: EmbeddedSpec, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, rows in make_rows(spec).items():
+        with open(out_dir / f"{split}.jsonl", "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizer and model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _training_corpus(spec: EmbeddedSpec) -> list[str]:
+    texts = [SYSTEM_PROMPT, "system\nuser\nassistant\n"]
+    for rows in make_rows(spec).values():
+        for row in rows:
+            texts += [row["problem"], row["solution"], row["completion_reference"]]
+    return texts
+
+
+def build_tokenizer(spec: EmbeddedSpec, out_dir: Path):
+    """A byte-level BPE trained with Qwen2's own normaliser and pre-tokeniser.
+
+    transformers 5 loads a `model_type: qwen2` checkpoint with `Qwen2Tokenizer`, which re-imposes Qwen2's
+    pre-tokeniser (PITFALLS.md): training with that same pre-tokeniser keeps encode/decode identical after the
+    `from_pretrained` round trip (tests/test_embedded.py checks it).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+    from tokenizers.models import BPE
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+    backend = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(_training_corpus(spec), trainer=trainer)
+    model_state = json.loads(backend.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_state["merges"]]
+    tokenizer = Qwen2Tokenizer(
+        vocab=model_state["vocab"],
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.model_max_length = spec.max_position_embeddings
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def build_model(spec: EmbeddedSpec, tokenizer, out_dir: Path) -> None:
+    """A randomly initialised Qwen2 (same architecture as Qwen2.5-Math), saved with `save_pretrained`."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(spec.seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_assets(root: Path = DEFAULT_ROOT, spec: EmbeddedSpec | None = None, force: bool = False) -> EmbeddedPaths:
+    """Build (or reuse, when the fingerprint matches) the data set, tokenizer and base model under `root`."""
+    spec = spec or EmbeddedSpec()
+    paths = EmbeddedPaths(Path(root))
+    if not force and paths.manifest.exists():
+        manifest = json.loads(paths.manifest.read_text())
+        if manifest.get("fingerprint") == spec.fingerprint() and (paths.base_model / "config.json").exists():
+            return paths
+    logger.info("Building the embedded assets under %s (seed %d)", paths.root, spec.seed)
+    for stale in (paths.data, paths.base_model, paths.sft_model):
+        if stale.exists():
+            shutil.rmtree(stale)
+    write_dataset(spec, paths.data)
+    tokenizer = build_tokenizer(spec, paths.base_model)
+    build_model(spec, tokenizer, paths.base_model)
+    paths.manifest.write_text(json.dumps({"fingerprint": spec.fingerprint(), "spec": asdict(spec)}, indent=2))
+    return paths
+
+
+def warm_start(paths: EmbeddedPaths, recipe: Path = SFT_RECIPE, extra_args: list[str] | None = None) -> Path:
+    """Run the SFT warm start (sft.py with `recipe`) unless its output matches the current assets and recipe."""
+    stamp = paths.sft_model / "warm_start.json"
+    key = {
+        "assets": json.loads(paths.manifest.read_text())["fingerprint"],
+        "recipe": hashlib.sha256(Path(recipe).read_bytes()).hexdigest()[:16],
+        "args": extra_args or [],
+    }
+    if stamp.exists() and json.loads(stamp.read_text()) == key:
+        logger.info("SFT warm start up to date: %s", paths.sft_model)
+        return paths.sft_model
+    from . import sft
+
+    args = ["--config", str(recipe), "--output_dir", str(paths.sft_model), "--overwrite_output_dir", "true"]
+    sft.cli_main(args + list(extra_args or []))
+    stamp.write_text(json.dumps(key))
+    return paths.sft_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=os.environ.get("EMBEDDED_ROOT", str(DEFAULT_ROOT)))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cache fingerprint matches")
+    parser.add_argument("--warm-start", action="store_true", help="also run the SFT warm start")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    paths = build_assets(Path(args.root), EmbeddedSpec(seed=args.seed), force=args.force)
+    if args.warm_start:
+        warm_start(paths)
+    paths_json = {"data": str(paths.data), "base_model": str(paths.base_model), "sft_model": str(paths.sft_model)}
+    sys.stdout.write(json.dumps(paths_json) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

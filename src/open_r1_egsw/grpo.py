@@ -1,0 +1,164 @@
+"""GRPO and GRPO+EGSW training from a YAML recipe.
+
+    # the embedded default (CPU, no downloads): what `make train` runs
+    python src/open_r1_egsw/grpo.py --config recipes/tiny/egsw/config.yaml
+    # a 7B recipe on a GPU node (what `make train RECIPE=...` renders)
+    accelerate launch --config_file recipes/accelerate_configs/zero3.yaml --num_processes 7 \
+        src/open_r1_egsw/grpo.py --config recipes/Qwen2.5-Math-7B/egsw/config.yaml --vllm_mode server
+
+Every recipe key is a field of `GRPOScriptArguments`, `EGSWConfig` or TRL's `ModelConfig` (configs.py); flags
+after `--config` override the file. With `use_egsw: false` this is TRL's GRPOTrainer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import transformers
+from transformers import set_seed
+from trl import ModelConfig, get_peft_config
+
+from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
+from open_r1_egsw.data import load_dataset_any, require_columns, require_split, to_prompt_dataset
+from open_r1_egsw.model_utils import load_model_and_tokenizer
+from open_r1_egsw.quick_eval import greedy_accuracy
+from open_r1_egsw.rewards import get_reward_funcs
+from open_r1_egsw.trainer import EGSWTrainer
+from open_r1_egsw.utils import (
+    ConfigError,
+    MetricsJSONLCallback,
+    check_output_dir,
+    cli_entry,
+    parse_recipe_args,
+    setup_logging,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(training_args) -> str | None:
+    """`resume_from_checkpoint`: a path, or `true`/`last` for the newest checkpoint in output_dir."""
+    value = training_args.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    if value in ("true", "True", "last"):
+        last = transformers.trainer_utils.get_last_checkpoint(training_args.output_dir)
+        if last is None:
+            raise ConfigError(f"resume_from_checkpoint={value}, but {training_args.output_dir} holds no checkpoint.")
+        return last
+    if not os.path.isdir(value):
+        raise ConfigError(f"resume_from_checkpoint: no such checkpoint directory: {value}")
+    return value
+
+
+def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args: ModelConfig) -> dict:
+    ###############
+    # Setup logging
+    ###############
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    checkpoint = resolve_checkpoint(training_args)
+    check_output_dir(training_args.output_dir, script_args.overwrite_output_dir, resume=checkpoint is not None)
+    logger.info("Model %s, data %s, EGSW %s, clip %s", model_args.model_name_or_path, script_args.dataset_name,
+                training_args.use_egsw, training_args.entropy_clip)  # fmt: skip
+
+    ################
+    # Load data set
+    ################
+    dataset = load_dataset_any(script_args.dataset_name, script_args.dataset_config)
+    train_split = require_split(dataset, script_args.dataset_train_split, script_args.dataset_name)
+    needed = [script_args.dataset_prompt_column]
+    require_columns(train_split, needed, script_args.dataset_name, script_args.dataset_train_split)
+    if "accuracy" in script_args.reward_funcs and not {"solution", "answer"} & set(train_split.column_names):
+        raise ConfigError(
+            f"Data set {script_args.dataset_name!r} has neither a 'solution' nor an 'answer' column, which the "
+            f"accuracy reward needs; its columns are: {', '.join(train_split.column_names)}."
+        )
+    test_split = dataset.get(script_args.dataset_test_split)
+
+    ##############################
+    # Rewards, tokenizer and model
+    ##############################
+    reward_funcs = get_reward_funcs(script_args.reward_funcs)
+    model, tokenizer = load_model_and_tokenizer(model_args, training_args)
+    train_dataset = to_prompt_dataset(train_split, script_args.dataset_prompt_column, script_args.system_prompt)
+    eval_dataset = None
+    if training_args.eval_strategy != "no" and test_split is not None:
+        eval_dataset = to_prompt_dataset(test_split, script_args.dataset_prompt_column, script_args.system_prompt)
+
+    ##############################
+    # Initialize the GRPO trainer
+    ##############################
+    trainer = EGSWTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[MetricsJSONLCallback(training_args.output_dir)],
+    )
+
+    accuracy_rows = []
+    if script_args.eval_accuracy_samples > 0:
+        if test_split is None:
+            raise ConfigError(
+                f"eval_accuracy_samples > 0 needs the test split {script_args.dataset_test_split!r} of "
+                f"{script_args.dataset_name!r}."
+            )
+        accuracy_rows = test_split.select(range(min(script_args.eval_accuracy_samples, len(test_split)))).to_list()
+
+    def accuracy(tag: str) -> float:
+        value = greedy_accuracy(trainer.model, tokenizer, accuracy_rows, script_args.dataset_prompt_column,
+                                script_args.system_prompt, max_new_tokens=script_args.eval_max_new_tokens)  # fmt: skip
+        if trainer.accelerator.is_main_process:
+            print(f"accuracy {tag} training (greedy, {len(accuracy_rows)} test rows): {value:.3f}", flush=True)  # noqa: T201
+        return value
+
+    results = {}
+    if accuracy_rows:
+        results["accuracy_before"] = accuracy("before")
+
+    ###############
+    # Training loop
+    ###############
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(train_result.metrics)
+    metrics["train_samples"] = len(train_dataset)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    ##################################
+    # Save model and create model card
+    ##################################
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.create_model_card(dataset_name=script_args.dataset_name, tags=["open-r1-egsw"])
+        trainer.model.config.use_cache = True
+        trainer.model.config.save_pretrained(training_args.output_dir)
+
+    if accuracy_rows:
+        results["accuracy_after"] = accuracy("after")
+        results["accuracy_rows"] = len(accuracy_rows)
+        if trainer.accelerator.is_main_process:
+            Path(training_args.output_dir, "accuracy.json").write_text(json.dumps(results, indent=2))
+
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=["open-r1-egsw"])
+    return {**metrics, **results}
+
+
+@cli_entry
+def cli_main(argv: list[str] | None = None) -> int:
+    main(*parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,73 @@
+"""Supervised warm start with TRL's SFTTrainer, before GRPO.
+
+    python src/open_r1_egsw/sft.py --config recipes/tiny/sft/config.yaml
+
+The data set is mapped to TRL's conversational prompt/completion format: the prompt from `dataset_prompt_column`
+(with the recipe's system prompt), the assistant completion from `dataset_completion_column`; the loss is on the
+completion only (TRL's default for prompt/completion data).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from transformers import set_seed
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
+
+from open_r1_egsw.configs import SFTScriptArguments
+from open_r1_egsw.data import conversation_prompt, load_dataset_any, require_columns, require_split
+from open_r1_egsw.model_utils import load_model_and_tokenizer
+from open_r1_egsw.utils import (
+    MetricsJSONLCallback,
+    check_output_dir,
+    cli_entry,
+    parse_recipe_args,
+    setup_logging,
+)
+
+
+def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    check_output_dir(training_args.output_dir, script_args.overwrite_output_dir)
+
+    dataset = load_dataset_any(script_args.dataset_name, script_args.dataset_config)
+    split = require_split(dataset, script_args.dataset_train_split, script_args.dataset_name)
+    columns = [script_args.dataset_prompt_column, script_args.dataset_completion_column]
+    require_columns(split, columns, script_args.dataset_name, script_args.dataset_train_split)
+    train_dataset = split.map(
+        lambda row: {
+            "prompt": conversation_prompt(row[script_args.dataset_prompt_column], script_args.system_prompt),
+            "completion": [{"role": "assistant", "content": row[script_args.dataset_completion_column]}],
+        },
+        remove_columns=split.column_names,
+    )
+
+    model, tokenizer = load_model_and_tokenizer(model_args, training_args)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[MetricsJSONLCallback(training_args.output_dir)],
+    )
+    train_result = trainer.train()
+    metrics = dict(train_result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.model.generation_config.save_pretrained(training_args.output_dir)
+    return metrics
+
+
+@cli_entry
+def cli_main(argv: list[str] | None = None) -> int:
+    main(*parse_recipe_args((SFTScriptArguments, SFTConfig, ModelConfig), argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
