@@ -98,7 +98,7 @@ def get_reward_funcs(names: Sequence[str], **params: Any) -> list[NamedReward]:
             factory receives the ones its signature names. Factories that are not selected are not called.
 
     Raises:
-        ValueError: on an unknown or repeated name (the message lists the known names), on a parameter that no
+        ValueError: on an unknown name (the message lists the known ones) or a repeated one, on a parameter that no
             registered factory accepts (a typo would otherwise be dropped silently), or when a selected factory lacks
             a required parameter.
     """
@@ -115,7 +115,9 @@ def get_reward_funcs(names: Sequence[str], **params: Any) -> list[NamedReward]:
     stray = sorted(set(params) - accepted)
     if stray:
         factories = "; ".join(f"{name}{signature}" for name, signature in signatures.items())
-        raise ValueError(f"Reward parameters accepted by no reward factory: {', '.join(stray)}. Factories: {factories}")
+        raise ValueError(
+            f"Reward parameters accepted by no reward factory: {', '.join(stray)}. Factories: {factories}"
+        )
 
     funcs = []
     for name in names:
@@ -298,7 +300,9 @@ def soft_overlong_punishment_reward(
     if completion_ids is None:
         raise ValueError("The 'soft_overlong' reward needs `completion_ids` (token ids, which TRL passes).")
     if len(completion_ids) != len(completions):
-        raise ValueError(f"'soft_overlong' got {len(completions)} completions but {len(completion_ids)} completion_ids.")
+        raise ValueError(
+            f"'soft_overlong' got {len(completions)} completions but {len(completion_ids)} completion_ids."
+        )
     free_len = max_completion_len - soft_punish_cache  # L_max - L_cache: no punishment up to here
     rewards = []
     for ids in completion_ids:

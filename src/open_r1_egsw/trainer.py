@@ -176,12 +176,40 @@ class EGSWTrainer(GRPOTrainer):
 
         stats = self._sampling_token_stats(batch, mode)
         mask = batch["completion_mask"] if "tool_mask" not in batch else batch["completion_mask"] * batch["tool_mask"]
+        factor, everything = self._advantage_factor(batch["advantages"], mask, stats, mode)
+        if factor is not None:
+            batch["advantages"] = batch["advantages"].unsqueeze(1) * factor.to(batch["advantages"].dtype)  # (B, T)
+
+        if self.args.log_entropy_dynamics and mode == "train":
+            full_mask = everything["mask"]
+            effective = everything["factor"] * everything["advantages"].unsqueeze(1)
+            predicted = predicted_entropy_change(
+                everything["S"], everything["S_baseline"], effective, full_mask,
+                lr=self._get_learning_rate(), token_scale=self._loss_token_scale(full_mask),
+            )  # fmt: skip
+            self._previous_batch = {
+                "batch": {k: batch[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")},
+                "entropy": everything["entropy"],
+                "mask": full_mask,
+                "predicted": masked_mean(predicted, full_mask).item(),
+            }
+        return batch
+
+    def _advantage_factor(
+        self, advantages: torch.Tensor, mask: torch.Tensor, stats: dict[str, torch.Tensor], mode: str
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The (B, T) multiplier of this process's advantages: EGSW weights times clip keep-masks.
+
+        Gathers the rows of every process first, because a group (and the batch statistics of clipping) spans
+        processes; computes once on the whole generation batch; returns this process's rows, cut to its own length.
+        Also returns the gathered tensors (with the full-batch `factor`) for diagnostics. Logs the metrics.
+        """
         local_rows, local_len = mask.shape
-        everything = self._gather_rows({"advantages": batch["advantages"], "mask": mask, **stats})
+        everything = self._gather_rows({"advantages": advantages, "mask": mask, **stats})
         advantages, full_mask = everything["advantages"], everything["mask"]  # (N,), (N, T_max)
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
 
-        factor = None  # (N, T_max) multiplier of the advantages
+        factor = None  # (N, T_max)
         metrics = {}
         if self.args.entropy_clip != "none":
             mu = self.args.resolved_entropy_clip_mu
@@ -218,37 +246,22 @@ class EGSWTrainer(GRPOTrainer):
                     self.egsw_alpha = new_value
                 else:
                     self.egsw_temperature = new_value
-
         if "S" in everything:
             metrics["entropy_dynamics/S_mean"] = masked_mean(everything["S"], full_mask).item()
         if "S_baseline" in everything:
             gap = everything["S"] - everything["S_baseline"]
             metrics["entropy_dynamics/S_minus_baseline_mean"] = masked_mean(gap, full_mask).item()
             metrics["entropy_dynamics/entropy_mean"] = masked_mean(everything["entropy"], full_mask).item()
-
-        if factor is not None:
-            start = self.accelerator.process_index * local_rows
-            local_factor = factor[start : start + local_rows, :local_len]  # (B, T) of this process
-            batch["advantages"] = batch["advantages"].unsqueeze(1) * local_factor.to(batch["advantages"].dtype)
-
-        if self.args.log_entropy_dynamics and mode == "train":
-            effective = (factor if factor is not None else full_mask.float()) * advantages.unsqueeze(1)
-            predicted = predicted_entropy_change(
-                everything["S"], everything["S_baseline"], effective, full_mask,
-                lr=self._get_learning_rate(), token_scale=self._loss_token_scale(full_mask, batch),
-            )  # fmt: skip
-            self._previous_batch = {
-                "batch": {k: batch[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")},
-                "entropy": everything["entropy"],
-                "mask": full_mask,
-                "predicted": masked_mean(predicted, full_mask).item(),
-            }
-
         for key, value in metrics.items():
             self._metrics[mode][key].append(value)
-        return batch
 
-    def _loss_token_scale(self, full_mask: torch.Tensor, batch: dict) -> torch.Tensor | float:
+        everything["factor"] = factor if factor is not None else full_mask.float()
+        if factor is None:
+            return None, everything
+        start = self.accelerator.process_index * local_rows
+        return factor[start : start + local_rows, :local_len], everything
+
+    def _loss_token_scale(self, full_mask: torch.Tensor) -> torch.Tensor | float:
         """d(loss)/d(per-token surrogate) for the configured loss type, over one optimizer step (N completions).
 
         grpo: 1 / (|o_i| N); bnpo and dapo: 1 / (valid tokens of the batch); dr_grpo: 1 / (N * max_completion_length).

@@ -1,0 +1,241 @@
+"""EGSWTrainer against TRL's GRPOTrainer on the tiny model: exact equivalences and one test per TRL hook used."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import trl
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from open_r1_egsw.configs import EGSWConfig
+from open_r1_egsw.data import load_dataset_any, to_prompt_dataset
+from open_r1_egsw.egsw import compute_egsw_weights, normalize_entropy
+from open_r1_egsw.trainer import EGSWTrainer
+
+NUM_GENERATIONS = 4
+BATCH = 8  # 2 prompts x 4 completions
+
+
+def length_reward(completions, **kwargs):
+    """A reward that varies across completions of a random model, so advantages are not all zero."""
+    return [float(len(c[0]["content"]) % 5) for c in completions]
+
+
+def make_trainer(cls, config_cls, assets, tmp_path, **overrides):
+    model = AutoModelForCausalLM.from_pretrained(assets.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(assets.base_model)
+    dataset = to_prompt_dataset(load_dataset_any(str(assets.data))["train"].select(range(16)), "problem", None)
+    options = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=BATCH,
+        num_generations=NUM_GENERATIONS,
+        max_completion_length=8,
+        learning_rate=1e-3,
+        report_to="none",
+        bf16=False,
+        seed=0,
+        loss_type="grpo",
+    )
+    options.update(overrides)
+    args = config_cls(**options)
+    return cls(model=model, reward_funcs=[length_reward], args=args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def batch_inputs(trainer):
+    rows = [trainer.train_dataset[i] for i in range(BATCH // NUM_GENERATIONS)]
+    return [row for row in rows for _ in range(NUM_GENERATIONS)]  # RepeatSampler order: each prompt G times
+
+
+def step(trainer, seed=123):
+    """One generation + loss + backward on a fixed seed; returns (batch, loss, grads)."""
+    trainer.model.train()
+    trainer.model.zero_grad()
+    torch.manual_seed(seed)
+    batch = trainer._generate_and_score_completions(batch_inputs(trainer))
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    grads = {name: p.grad.detach().clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+    return batch, loss.detach(), grads
+
+
+def assert_same_step(a, b):
+    (_, loss_a, grads_a), (_, loss_b, grads_b) = a, b
+    assert torch.equal(loss_a, loss_b), (loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        assert torch.equal(grads_a[name], grads_b[name]), name
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_uniform_egsw_equals_trl_grpo(tiny_assets, tmp_path, loss_type):
+    """use_egsw with alpha 0 and a huge temperature: loss and every gradient equal TRL's GRPOTrainer exactly."""
+    reference = step(make_trainer(trl.GRPOTrainer, trl.GRPOConfig, tiny_assets, tmp_path, loss_type=loss_type))
+    assert reference[0]["advantages"].abs().sum() > 0  # the comparison is not vacuous
+    assert reference[1].item() != 0.0 or loss_type == "grpo"
+    egsw = make_trainer(
+        EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, loss_type=loss_type,
+        use_egsw=True, egsw_alpha=0.0, egsw_temperature=1e12,
+    )  # fmt: skip
+    result = step(egsw)
+    assert result[0]["advantages"].dim() == 2  # the EGSW path really ran: per-token advantages
+    assert_same_step(result, reference)
+
+
+def test_egsw_off_is_trl(tiny_assets, tmp_path):
+    """With use_egsw false the batch, loss and gradients are TRL's, key for key."""
+    reference = step(make_trainer(trl.GRPOTrainer, trl.GRPOConfig, tiny_assets, tmp_path))
+    result = step(make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=False))
+    assert result[0].keys() == reference[0].keys()
+    for key, value in reference[0].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(result[0][key], value), key
+    assert_same_step(result, reference)
+
+
+def test_non_uniform_egsw_changes_the_loss_by_the_weights(tiny_assets, tmp_path):
+    """Real EGSW weights: advantages become A_i * w_{i,t} with w from compute_egsw_weights on the batch."""
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, egsw_alpha=1.0,
+                           egsw_temperature=0.5)  # fmt: skip
+    reference = step(make_trainer(trl.GRPOTrainer, trl.GRPOConfig, tiny_assets, tmp_path))
+    batch, loss, _ = step(trainer)
+    assert not torch.equal(loss, reference[1])
+    # Recompute the weights independently from the policy's entropies on the same completions.
+    stats = trainer._policy_forward_stats(batch, "train")
+    mask = batch["completion_mask"]
+    adv = reference[0]["advantages"]  # same seed, same completions, same rewards
+    entropies = normalize_entropy(stats["entropy"], trainer.model.config.vocab_size)
+    weights = compute_egsw_weights(adv, entropies, mask, NUM_GENERATIONS, alpha=1.0, temperature=0.5)
+    torch.testing.assert_close(batch["advantages"], adv.unsqueeze(1) * weights, atol=1e-5, rtol=1e-5)
+    logs = trainer._metrics["train"]
+    for key in ("egsw/weight_min", "egsw/weight_max", "egsw/weight_std", "egsw/ess", "egsw/entropy_mean"):
+        assert len(logs[key]) == 1, key
+    assert 0 < logs["egsw/ess"][0] <= 1
+
+
+def test_trl_generation_batch_hook(tiny_assets, tmp_path):
+    """TRL hook: `_generate_and_score_completions` returns a dict with (B,) advantages and (B, T) masks."""
+    batch, _, _ = step(make_trainer(trl.GRPOTrainer, trl.GRPOConfig, tiny_assets, tmp_path))
+    assert batch["advantages"].shape == (BATCH,)
+    assert batch["completion_mask"].shape == batch["completion_ids"].shape
+    assert "old_per_token_logps" not in batch  # aligned steps: TRL runs no old-logps forward
+
+
+def test_trl_policy_forward_is_captured(tiny_assets, tmp_path):
+    """TRL hook: when TRL runs its old-logps forward (num_iterations 2), its entropies are reused, no extra pass."""
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, num_iterations=2)
+    assert trainer._trl_runs_policy_forward()
+    calls = []
+    original = trl.GRPOTrainer._get_per_token_logps_and_entropies
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs.get("compute_entropy", False))
+        return original(self, *args, **kwargs)
+
+    trl.GRPOTrainer._get_per_token_logps_and_entropies = counting
+    try:
+        trainer.model.train()
+        torch.manual_seed(0)
+        batch = trainer._generate_and_score_completions(batch_inputs(trainer))
+    finally:
+        trl.GRPOTrainer._get_per_token_logps_and_entropies = original
+    assert "old_per_token_logps" in batch  # TRL did run its forward ...
+    assert calls == [True]  # ... exactly once, with entropies requested by our capture, and nothing else ran
+    recomputed = trainer._policy_forward_stats(batch, "train")
+    torch.testing.assert_close(trainer._captured_stats["entropy"], recomputed["entropy"])
+    torch.testing.assert_close(batch["old_per_token_logps"], recomputed["logp"])
+
+
+def test_aligned_steps_take_one_extra_forward(tiny_assets, tmp_path):
+    """Without TRL's old-logps forward, EGSW runs exactly one extra no-grad policy forward per generation batch."""
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True)
+    assert not trainer._trl_runs_policy_forward()
+    calls = []
+    original = trl.GRPOTrainer._get_per_token_logps_and_entropies
+
+    def counting(self, *args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return original(self, *args, **kwargs)
+
+    trl.GRPOTrainer._get_per_token_logps_and_entropies = counting
+    try:
+        trainer.model.train()
+        trainer._generate_and_score_completions(batch_inputs(trainer))
+    finally:
+        trl.GRPOTrainer._get_per_token_logps_and_entropies = original
+    assert calls == [False]
+
+
+def test_loss_type_without_surrogate_is_rejected():
+    """use_egsw with a loss type whose loss is not the clipped surrogate fails at config time."""
+    with pytest.raises(ValueError, match="loss_type='sapo' cannot be combined with use_egsw"):
+        EGSWConfig(output_dir="unused", use_egsw=True, loss_type="sapo", report_to="none", bf16=False)
+
+
+TWO_PROCESS_SCRIPT = Path(__file__).parent / "scripts" / "two_process_weights.py"
+
+
+@pytest.mark.slow
+def test_two_processes_give_single_process_weights(tiny_assets, tmp_path):
+    """accelerate launch --num_processes 2 (gloo): gathered weights equal the single-process computation."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    # PITFALLS: without --multi_gpu accelerate silently runs ONE process on CPU; use_cpu makes it gloo DDP.
+    config = tmp_path / "accelerate.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nuse_cpu: true\n"
+                      "num_machines: 1\nnum_processes: 2\nmixed_precision: 'no'\n")  # fmt: skip
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--multi_gpu",
+        "--num_processes", "2", "--main_process_port", "29517",
+        str(TWO_PROCESS_SCRIPT), str(tiny_assets.base_model), str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    spec = json.loads((tmp_path / "global.json").read_text())
+    adv = torch.tensor(spec["advantages"])
+    mask = torch.tensor(spec["mask"])
+    ent = torch.tensor(spec["entropy"])
+    expected = compute_egsw_weights(
+        adv, normalize_entropy(ent, spec["vocab_size"]), mask, spec["num_generations"], spec["alpha"],
+        spec["temperature"],
+    )  # fmt: skip
+    rows = spec["rows_per_process"]
+    for rank in range(2):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        assert result["world_size"] == 2
+        local_mask = mask[rank * rows : (rank + 1) * rows]
+        local_len = int(local_mask.sum(dim=1).max())
+        assert result["factor"].shape == (rows, local_len)  # cut back to this process's own padding
+        torch.testing.assert_close(result["factor"], expected[rank * rows : (rank + 1) * rows, :local_len])
+    # The group in the middle spans both processes: its weights really depend on the other process's rows.
+    alone = compute_egsw_weights(adv[4:6], normalize_entropy(ent[4:6], spec["vocab_size"]), mask[4:6], 2,
+                                 spec["alpha"], spec["temperature"])  # fmt: skip
+    assert not torch.allclose(alone, expected[4:6])
+
+
+def test_controller_state_round_trips_through_a_checkpoint(tiny_assets, tmp_path):
+    """The adaptive controller's state is saved with a checkpoint and restored exactly on resume."""
+    trainer = make_trainer(
+        EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, egsw_controller="entropy",
+        egsw_controller_param="alpha", egsw_controller_target=0.9, max_steps=2, save_steps=2, save_strategy="steps",
+    )  # fmt: skip
+    trainer.train()
+    alpha_after = trainer.egsw_alpha
+    assert alpha_after != 0.3  # the controller moved alpha
+    checkpoint = Path(trainer.args.output_dir) / "checkpoint-2"
+    saved = json.loads((checkpoint / "egsw_controller_state.json").read_text())
+    resumed = make_trainer(
+        EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, egsw_controller="entropy",
+        egsw_controller_param="alpha", egsw_controller_target=0.9, max_steps=2,
+    )  # fmt: skip
+    assert resumed.egsw_alpha == 0.3
+    resumed.create_optimizer_and_scheduler(num_training_steps=2)
+    resumed._load_optimizer_and_scheduler(str(checkpoint))  # what Trainer.train(resume_from_checkpoint=...) calls
+    assert resumed.egsw_controller.state_dict() == saved
+    assert resumed.egsw_alpha == alpha_after
+    fresh = copy.deepcopy(resumed.egsw_controller)
+    assert fresh.update(0.5) == resumed.egsw_controller.update(0.5)
