@@ -48,3 +48,6 @@ style: $(STAMP)
 
 clean:
 	rm -rf .cache/embedded data results reports .pytest_cache
+
+bench: $(STAMP)
+	$(PY) scripts/bench_egsw.py $(ARGS)

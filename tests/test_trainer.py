@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -239,3 +240,48 @@ def test_controller_state_round_trips_through_a_checkpoint(tiny_assets, tmp_path
     assert resumed.egsw_alpha == alpha_after
     fresh = copy.deepcopy(resumed.egsw_controller)
     assert fresh.update(0.5) == resumed.egsw_controller.update(0.5)
+
+
+def test_clip_b_composes_with_egsw(tiny_assets, tmp_path):
+    """Clip_B keep-mask times EGSW weights: advantages = A * w * keep, with S from the policy's own log p and H."""
+    from open_r1_egsw.entropy_dynamics import clip_b_mask, discriminator_from_logps
+
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, egsw_alpha=0.5,
+                           entropy_clip="clip_b", entropy_clip_mu=0.5)  # fmt: skip
+    reference = step(make_trainer(trl.GRPOTrainer, trl.GRPOConfig, tiny_assets, tmp_path))
+    batch, _, _ = step(trainer)
+    adv, mask = reference[0]["advantages"], batch["completion_mask"]
+    stats = trainer._policy_forward_stats(batch, "train")
+    keep = clip_b_mask(discriminator_from_logps(stats["logp"], stats["entropy"]), adv, mask, mu=0.5)
+    assert (~keep & mask.bool() & (adv.unsqueeze(1) < 0)).any()  # mu 0.5 really drops some tokens
+    assert (keep | ~mask.bool() | (adv.unsqueeze(1) < 0)).all()  # never a token with A >= 0
+    entropies = normalize_entropy(stats["entropy"], trainer.model.config.vocab_size)
+    weights = compute_egsw_weights(adv, entropies, mask, NUM_GENERATIONS, alpha=0.5, temperature=1.0)
+    torch.testing.assert_close(batch["advantages"], adv.unsqueeze(1) * weights * keep, atol=1e-5, rtol=1e-5)
+    dropped = trainer._metrics["train"]["entropy_dynamics/clip_frac"][0]
+    assert dropped == pytest.approx(((~keep) & mask.bool()).sum().item() / mask.sum().item())
+
+
+def test_clip_v_without_egsw_and_entropy_dynamics_logging(tiny_assets, tmp_path):
+    """Clip_V alone masks A (no weights); the dynamics diagnostics, predicted and measured dH, are logged."""
+    from open_r1_egsw.entropy_dynamics import clip_v_mask, token_statistics
+
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, entropy_clip="clip_v", entropy_clip_mu=0.1,
+                           entropy_clip_max_frac=0.05, log_entropy_dynamics=True)  # fmt: skip
+    reference = step(make_trainer(trl.GRPOTrainer, trl.GRPOConfig, tiny_assets, tmp_path))
+    batch, _, _ = step(trainer)
+    adv, mask = reference[0]["advantages"], batch["completion_mask"]
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention = torch.cat([batch["prompt_mask"], mask], dim=1)
+    with torch.no_grad():
+        logits = trainer.model(input_ids=input_ids, attention_mask=attention).logits[:, -mask.size(1) - 1 : -1]
+    stats = token_statistics(logits, batch["completion_ids"], temperature=trainer.temperature)
+    keep = clip_v_mask(stats["S"], stats["S_baseline"], adv, mask, mu=0.1, max_frac=0.05)
+    assert 0 < ((~keep) & mask.bool()).sum() <= int(0.05 * mask.sum())
+    torch.testing.assert_close(batch["advantages"], adv.unsqueeze(1) * keep, atol=1e-6, rtol=0)
+    # A second generation batch measures the entropy change of the first one's update.
+    trainer._generate_and_score_completions(batch_inputs(trainer))
+    logs = trainer._metrics["train"]
+    for key in ("entropy_dynamics/S_mean", "entropy_dynamics/S_minus_baseline_mean", "entropy_dynamics/clip_frac",
+                "entropy_dynamics/predicted_dH", "entropy_dynamics/measured_dH"):  # fmt: skip
+        assert logs[key] and all(math.isfinite(v) for v in logs[key]), key

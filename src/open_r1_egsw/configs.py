@@ -33,8 +33,8 @@ def _check_choice(name: str, value: str, choices) -> None:
 class EGSWConfig(trl.GRPOConfig):
     r"""
     [`trl.GRPOConfig`] plus Entropy-Guided Sequence Weighting (arXiv 2503.22456) and entropy-discriminator clipping
-    (arXiv 2602.03392). Only the fields below are new; every GRPOConfig field keeps its meaning. The formulas are in
-    `docs`-level detail in METHOD.md; `tests/test_configs.py` checks that this docstring and the fields agree.
+    (arXiv 2602.03392). Only the fields below are new; every GRPOConfig field keeps its meaning. The formulas are
+    in egsw.py and entropy_dynamics.py; `tests/test_configs.py` checks that this docstring and the fields agree.
 
     Parameters:
         > Parameters that control EGSW

@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+import datasets
 import transformers
 from transformers import set_seed
 from trl import ModelConfig, get_peft_config
@@ -55,17 +56,10 @@ def resolve_checkpoint(training_args) -> str | None:
     return value
 
 
-def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args: ModelConfig) -> dict:
-    ###############
-    # Setup logging
-    ###############
-    setup_logging(training_args)
-    set_seed(training_args.seed)
-    checkpoint = resolve_checkpoint(training_args)
-    check_output_dir(training_args.output_dir, script_args.overwrite_output_dir, resume=checkpoint is not None)
-    logger.info("Model %s, data %s, EGSW %s, clip %s", model_args.model_name_or_path, script_args.dataset_name,
-                training_args.use_egsw, training_args.entropy_clip)  # fmt: skip
-
+def build_trainer(
+    script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args: ModelConfig
+) -> tuple[EGSWTrainer, datasets.Dataset | None]:
+    """Load data, rewards, model and tokenizer, and build the trainer; returns it and the test split (or None)."""
     ################
     # Load data set
     ################
@@ -103,6 +97,21 @@ def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args
         peft_config=get_peft_config(model_args),
         callbacks=[MetricsJSONLCallback(training_args.output_dir)],
     )
+    return trainer, test_split
+
+
+def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args: ModelConfig) -> dict:
+    ###############
+    # Setup logging
+    ###############
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    checkpoint = resolve_checkpoint(training_args)
+    check_output_dir(training_args.output_dir, script_args.overwrite_output_dir, resume=checkpoint is not None)
+    logger.info("Model %s, data %s, EGSW %s, clip %s", model_args.model_name_or_path, script_args.dataset_name,
+                training_args.use_egsw, training_args.entropy_clip)  # fmt: skip
+    trainer, test_split = build_trainer(script_args, training_args, model_args)
+    tokenizer = trainer.processing_class
 
     accuracy_rows = []
     if script_args.eval_accuracy_samples > 0:
@@ -129,7 +138,7 @@ def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args
     ###############
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(train_result.metrics)
-    metrics["train_samples"] = len(train_dataset)
+    metrics["train_samples"] = len(trainer.train_dataset)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()

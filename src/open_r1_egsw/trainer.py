@@ -185,7 +185,7 @@ class EGSWTrainer(GRPOTrainer):
             effective = everything["factor"] * everything["advantages"].unsqueeze(1)
             predicted = predicted_entropy_change(
                 everything["S"], everything["S_baseline"], effective, full_mask,
-                lr=self._get_learning_rate(), token_scale=self._loss_token_scale(full_mask),
+                lr=self._get_learning_rate() if self.lr_scheduler is not None else self.args.learning_rate, token_scale=self._loss_token_scale(full_mask),
             )  # fmt: skip
             self._previous_batch = {
                 "batch": {k: batch[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")},

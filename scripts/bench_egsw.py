@@ -1,0 +1,115 @@
+"""Benchmark: EGSW's overhead over plain GRPO (step time and peak memory), GRPO and EGSW alternated in one run.
+
+    make bench                                   # the tiny recipes on CPU
+    python scripts/bench_egsw.py --steps 30 --repeats 3 --grpo RECIPE --egsw RECIPE [--extra "--key value"]
+
+Step time: one process builds both trainers from their recipes and alternates them step by step on the same
+generation batches (GRPO, EGSW, GRPO, EGSW, ...), so load on the machine hits both alike; a step is generation +
+scoring (+ EGSW's entropy pass, gather and weights) + loss + backward. The reported ratio is the median of the
+per-step ratios EGSW/GRPO after `--warmup` steps. Both run at learning rate 0: they keep sampling from the same
+policy and generate the same lengths, so the ratio measures EGSW's own cost, not a difference in what was learned.
+Peak memory: each recipe runs `--steps` steps in its own `grpo.py` process, alternating, `--repeats` times; the
+peak RSS of each process comes from `os.wait4`; median over repeats. The target is <= 1.03 for both ratios.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def run_once(recipe: str, steps: int, out_dir: Path, extra: list[str]) -> tuple[list[float], float]:
+    """Run grpo.py for `steps` steps; return (step times in s, peak RSS in MiB)."""
+    cmd = [
+        sys.executable, str(ROOT / "src/open_r1_egsw/grpo.py"), "--config", recipe, "--max_steps", str(steps),
+        "--learning_rate", "0.0", "--logging_steps", "1", "--eval_accuracy_samples", "0", "--save_strategy", "no",
+        "--output_dir", str(out_dir), "--overwrite_output_dir", "true", "--report_to", "none", "--disable_tqdm", "true",
+        *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "stderr.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, rusage = os.wait4(proc.pid, 0)  # reaps the child and returns its own resource usage
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark run failed ({recipe}):\n{log.read_text()[-2000:]}")
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    times = [r["step_time"] for r in records if "step_time" in r]
+    return times, rusage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def time_alternating(grpo_recipe: str, egsw_recipe: str, steps: int, warmup: int, extra: list[str]) -> dict:
+    """Per-step wall times of the two trainers, alternated on the same generation batches."""
+    import torch
+    from trl import ModelConfig
+
+    from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
+    from open_r1_egsw.grpo import build_trainer
+    from open_r1_egsw.utils import parse_recipe_args
+
+    trainers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, recipe in (("grpo", grpo_recipe), ("egsw", egsw_recipe)):
+            argv = ["--config", recipe, "--learning_rate", "0.0", "--output_dir", f"{tmp}/{name}", "--report_to",
+                    "none", *extra]  # fmt: skip
+            trainers[name], _ = build_trainer(*parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv))
+    batches = iter(trainers["grpo"].get_train_dataloader())
+    times = {"grpo": [], "egsw": []}
+    for _ in range(steps + warmup):
+        inputs = next(batches)
+        for name, trainer in trainers.items():
+            trainer.model.train()
+            trainer.current_gradient_accumulation_steps = 1
+            torch.manual_seed(0)  # same sampling randomness for both
+            start = time.perf_counter()
+            batch = trainer._generate_and_score_completions(inputs)
+            trainer.compute_loss(trainer.model, batch).backward()
+            times[name].append(time.perf_counter() - start)
+            trainer.model.zero_grad(set_to_none=True)
+    return {name: values[warmup:] for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grpo", default="recipes/tiny/grpo/config.yaml")
+    parser.add_argument("--egsw", default="recipes/tiny/egsw/config.yaml")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--memory-steps", type=int, default=10, help="steps of each peak-memory process")
+    parser.add_argument("--warmup", type=int, default=3, help="steps dropped at the start of every run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--extra", default="", help="extra grpo.py flags for both runs, e.g. '--use_cpu true'")
+    args = parser.parse_args()
+    extra = shlex.split(args.extra)
+
+    times = time_alternating(args.grpo, args.egsw, args.steps, args.warmup, extra)
+    ratios = [e / g for e, g in zip(times["egsw"], times["grpo"])]
+    peaks = {"grpo": [], "egsw": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for name in ("grpo", "egsw"):
+                _, peak = run_once(getattr(args, name), args.memory_steps, Path(tmp) / f"{name}{repeat}", extra)
+                peaks[name].append(peak)
+                print(f"memory repeat {repeat} {name}: peak RSS {peak:.0f} MiB", flush=True)
+
+    step = {name: statistics.median(values) for name, values in times.items()}
+    peak = {name: statistics.median(values) for name, values in peaks.items()}
+    print(f"\n{args.steps} alternated steps after {args.warmup} warm-up steps; {args.repeats} processes per recipe")
+    print("method  median step (s)  peak RSS (MiB)")
+    for name in ("grpo", "egsw"):
+        print(f"{name:6}  {step[name]:15.4f}  {peak[name]:14.0f}")
+    print(f"\nstep-time ratio EGSW/GRPO (median of per-step ratios): {statistics.median(ratios):.3f}")
+    print(f"peak-memory ratio EGSW/GRPO: {peak['egsw'] / peak['grpo']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
