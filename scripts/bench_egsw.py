@@ -8,6 +8,11 @@ generation batches (GRPO, EGSW, GRPO, EGSW, ...), so load on the machine hits bo
 scoring (+ EGSW's entropy pass, gather and weights) + loss + backward. The reported ratio is the median of the
 per-step ratios EGSW/GRPO after `--warmup` steps. Both run at learning rate 0: they keep sampling from the same
 policy and generate the same lengths, so the ratio measures EGSW's own cost, not a difference in what was learned.
+Two settings are timed. "aligned" is the tiny recipes as they are: transformers generation, no old-logps forward
+in TRL, so EGSW adds one no-grad policy forward per generation batch (on CPU with a tiny model a forward costs about
+as much as generating, so this is the worst case). "trl-forward" adds `--steps_per_generation 2`, under which TRL
+itself runs its no-grad old-logps forward (as it always does with vLLM's importance-sampling correction, the cluster
+setting): EGSW reuses that forward's entropies and adds only the gather and the weights.
 Peak memory: each recipe runs `--steps` steps in its own `grpo.py` process, alternating, `--repeats` times; the
 peak RSS of each process comes from `os.wait4`; median over repeats. The target is <= 1.03 for both ratios.
 """
@@ -91,8 +96,13 @@ def main() -> None:
     args = parser.parse_args()
     extra = shlex.split(args.extra)
 
-    times = time_alternating(args.grpo, args.egsw, args.steps, args.warmup, extra)
-    ratios = [e / g for e, g in zip(times["egsw"], times["grpo"])]
+    settings = {"aligned": [], "trl-forward": ["--steps_per_generation", "2"]}
+    timings = {}
+    for setting, flags in settings.items():
+        times = time_alternating(args.grpo, args.egsw, args.steps, args.warmup, extra + flags)
+        ratios = [e / g for e, g in zip(times["egsw"], times["grpo"])]
+        timings[setting] = ({name: statistics.median(v) for name, v in times.items()}, statistics.median(ratios))
+        print(f"timed {setting}: ratio {timings[setting][1]:.3f}", flush=True)
     peaks = {"grpo": [], "egsw": []}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
@@ -101,13 +111,12 @@ def main() -> None:
                 peaks[name].append(peak)
                 print(f"memory repeat {repeat} {name}: peak RSS {peak:.0f} MiB", flush=True)
 
-    step = {name: statistics.median(values) for name, values in times.items()}
     peak = {name: statistics.median(values) for name, values in peaks.items()}
-    print(f"\n{args.steps} alternated steps after {args.warmup} warm-up steps; {args.repeats} processes per recipe")
-    print("method  median step (s)  peak RSS (MiB)")
-    for name in ("grpo", "egsw"):
-        print(f"{name:6}  {step[name]:15.4f}  {peak[name]:14.0f}")
-    print(f"\nstep-time ratio EGSW/GRPO (median of per-step ratios): {statistics.median(ratios):.3f}")
+    print(f"\n{args.steps} alternated steps after {args.warmup} warm-up steps per setting; {args.repeats} memory runs")
+    print("setting      GRPO step (s)  EGSW step (s)  step-time ratio EGSW/GRPO (median of per-step ratios)")
+    for setting, (step, ratio) in timings.items():
+        print(f"{setting:11}  {step['grpo']:13.4f}  {step['egsw']:13.4f}  {ratio:.3f}")
+    print(f"\npeak RSS (MiB): GRPO {peak['grpo']:.0f}, EGSW {peak['egsw']:.0f}")
     print(f"peak-memory ratio EGSW/GRPO: {peak['egsw'] / peak['grpo']:.3f}")
 
 

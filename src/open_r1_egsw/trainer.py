@@ -39,6 +39,7 @@ from .entropy_dynamics import (
 )
 
 CONTROLLER_STATE_FILE = "egsw_controller_state.json"
+LOGITS_CHUNK_ELEMENTS = 2**28  # 0.5 GiB of bf16 logits per forward of the logits path (clip_v, diagnostics)
 
 
 class EGSWTrainer(GRPOTrainer):
@@ -121,8 +122,14 @@ class EGSWTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _logits_forward_stats(self, batch: dict, mode: str) -> dict[str, torch.Tensor]:
-        """log p_k, H, S and E_p[S] from the logits, one row chunk (per-device batch) at a time."""
+        """log p_k, H, S and E_p[S] from the logits, a few rows at a time.
+
+        Rows per forward: the per-device batch, capped so that one chunk's logits hold at most
+        `LOGITS_CHUNK_ELEMENTS` values (for Qwen2.5-Math, 152k vocabulary x 3k tokens is 0.46e9 per row: one row).
+        """
         input_ids, attention_mask, logits_to_keep, batch_size = self._batch_forward_inputs(batch, mode)
+        vocab_size = self.model.config.get_text_config().vocab_size
+        batch_size = max(1, min(batch_size, LOGITS_CHUNK_ELEMENTS // ((logits_to_keep + 1) * vocab_size)))
         completion_ids = batch["completion_ids"]
         chunks = []
         with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
