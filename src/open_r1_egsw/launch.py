@@ -1,0 +1,393 @@
+"""Turn a recipe and an allocation into the one command that trains it (or serves its vLLM model).
+
+The recipe is read with the trainer's own parser (`parse_recipe_args`, the same classes grpo.py uses), never grepped,
+so a value overridden on the command line is the value the plan sees. Three subcommands:
+
+    # print (and with --exec, run) the training command: `accelerate launch ... grpo.py --config R ...`
+    python -m open_r1_egsw.launch train --recipe R [--accelerate-config F] [--num-processes N]
+        [--num-machines M --machine-rank K --main-process-ip H --main-process-port P]
+        [--vllm-mode server|colocate|none] [--vllm-server-host H] [--vllm-server-port P] [--gpu-ids 0,1]
+        [--device auto|cpu|cuda] [--gpus G] [--exec] [-- GRPO_ARGS...]
+    # print (and run) the vLLM server for the recipe's model: `trl vllm-serve --model ...`
+    python -m open_r1_egsw.launch serve --recipe R [--vllm-tp T] [--vllm-dp D] [--port P] [--gpu-ids 7] [--exec]
+        [-- GRPO_ARGS...]
+    # shell variables for slurm/train.slurm: the vLLM mode, the node and GPU split (eval "$(... slurm-plan ...)")
+    python -m open_r1_egsw.launch slurm-plan --recipe R --nodes N --gpus-per-node G [--vllm-tp T] [--vllm-dp D]
+        [-- GRPO_ARGS...]
+
+GRPO_ARGS (after `--`) are grpo.py's flags overriding the recipe; every subcommand reads the recipe with them, so the
+plan and the server (its model) agree with what the trainer will see.
+
+GPU split (`make_plan`): without vLLM or in colocate mode every GPU trains. In server mode the server takes
+TP x DP GPUs: the last node of a multi-node allocation, or the last GPUs of a single node.
+
+On a host without CUDA (tests, the local Slurm cluster) one process runs plain `python grpo.py`. More processes need
+an accelerate config with `use_cpu: true` (ddp_cpu.yaml, the CPU default, or zero3_cpu.yaml): `accelerate launch
+--num_processes 2` without a MULTI_GPU/DeepSpeed config silently runs one process on CPU. Two more flags reach the
+trainer, each measured (tests/test_distributed.py): for DDP `--multi_gpu` and `--use_cpu true` (accelerate's MULTI_GPU
+launcher does not export ACCELERATE_USE_CPU, so without it every rank sees world size 1 and trains alone, while gloo
+reports 2); for DeepSpeed DS_ACCELERATOR=cpu and `--ddp_backend gloo` (without it TrainingArguments sees world size 1
+and DeepSpeed fails its batch-size assertion, with or without a reference model).
+
+Bad input (missing recipe or accelerate config, a split that cannot fit) exits 2 with one `error: ...` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from open_r1_egsw.utils import ConfigError, cli_entry, parse_recipe_args
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parents[1]
+GRPO_SCRIPT = PACKAGE_DIR / "grpo.py"
+ACCELERATE_CONFIGS = REPO_ROOT / "recipes" / "accelerate_configs"
+DEFAULT_GPU_CONFIG = ACCELERATE_CONFIGS / "zero3.yaml"
+DEFAULT_CPU_CONFIG = ACCELERATE_CONFIGS / "ddp_cpu.yaml"
+VLLM_MODES = ("server", "colocate", "none")
+LOCAL_HOSTS = ("0.0.0.0", "127.0.0.1", "localhost")
+# Variables by which accelerate decides it is one rank of a distributed run (see read_recipe).
+DISTRIBUTED_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the trainer and the vLLM server run, for `nodes` nodes of `gpus_per_node` GPUs each."""
+
+    vllm_mode: str  # "server" | "colocate" | "none"
+    nodes: int
+    gpus_per_node: int
+    vllm_tp: int
+    vllm_dp: int
+    server_node_index: int  # index into the allocation's node list; -1 without a server
+    server_gpu_ids: str  # CUDA_VISIBLE_DEVICES of the server step; "" without a server
+    train_nodes: int  # the first `train_nodes` nodes train
+    train_procs_per_node: int  # one process per training GPU (one per node on a CPU-only allocation)
+    train_gpu_ids: str  # CUDA_VISIBLE_DEVICES of each training node; "" on a CPU-only allocation
+
+    @property
+    def num_processes(self) -> int:
+        return self.train_nodes * self.train_procs_per_node
+
+    def shell(self) -> dict[str, str | int]:
+        return {
+            "USE_VLLM": int(self.vllm_mode != "none"), "VLLM_MODE": self.vllm_mode, "VLLM_TP": self.vllm_tp,
+            "VLLM_DP": self.vllm_dp, "VLLM_GPUS": self.vllm_tp * self.vllm_dp if self.vllm_mode == "server" else 0,
+            "SERVER_NODE_INDEX": self.server_node_index, "SERVER_GPU_IDS": self.server_gpu_ids,
+            "TRAIN_NODES": self.train_nodes, "TRAIN_PROCS_PER_NODE": self.train_procs_per_node,
+            "NUM_PROCESSES": self.num_processes, "TRAIN_GPU_IDS": self.train_gpu_ids,
+        }  # fmt: skip
+
+
+def _ids(start: int, stop: int) -> str:
+    return ",".join(str(i) for i in range(start, stop))
+
+
+def make_plan(vllm_mode: str, nodes: int, gpus_per_node: int, vllm_tp: int = 1, vllm_dp: int = 1) -> Plan:
+    """Split `nodes` x `gpus_per_node` between training and the vLLM server; ConfigError when it cannot fit."""
+    if nodes < 1:
+        raise ConfigError(f"the allocation must have at least 1 node, got {nodes}.")
+    if gpus_per_node < 0 or vllm_tp < 1 or vllm_dp < 1:
+        raise ConfigError(
+            f"GPUs per node must be >= 0 and vLLM TP/DP >= 1, got {gpus_per_node}, {vllm_tp}, {vllm_dp}."
+        )
+    if vllm_mode not in VLLM_MODES:
+        raise ConfigError(f"vllm mode {vllm_mode!r} is not valid; choose one of: {', '.join(VLLM_MODES)}.")
+    all_gpus = _ids(0, gpus_per_node)
+    if vllm_mode != "server":
+        if vllm_mode == "colocate" and gpus_per_node % vllm_tp:
+            raise ConfigError(
+                f"vLLM colocate mode with tensor parallel size {vllm_tp} needs a GPU count per node divisible by "
+                f"it; this allocation has {gpus_per_node} GPU(s) per node."
+            )
+        return Plan(vllm_mode, nodes, gpus_per_node, vllm_tp, vllm_dp, -1, "", nodes, max(gpus_per_node, 1), all_gpus)
+    server_gpus = vllm_tp * vllm_dp
+    if gpus_per_node < 1:
+        raise ConfigError("vLLM server mode needs GPUs, and this allocation has none (GPUs per node: 0).")
+    if nodes == 1:
+        train_gpus = gpus_per_node - server_gpus
+        if train_gpus < 1:
+            raise ConfigError(
+                f"vLLM server mode on 1 node with {gpus_per_node} GPU(s): the server takes TPxDP={server_gpus} and "
+                "no GPU is left for training; ask for more GPUs or a second node, or use --vllm-mode colocate."
+            )
+        server_ids = _ids(train_gpus, gpus_per_node)
+        return Plan("server", 1, gpus_per_node, vllm_tp, vllm_dp, 0, server_ids, 1, train_gpus, _ids(0, train_gpus))
+    if server_gpus > gpus_per_node:
+        raise ConfigError(
+            f"the vLLM server (TPxDP={server_gpus} GPUs) does not fit on one node of {gpus_per_node} GPU(s); "
+            "lower --vllm-tp/--vllm-dp."
+        )
+    return Plan(
+        "server", nodes, gpus_per_node, vllm_tp, vllm_dp, nodes - 1, _ids(0, server_gpus), nodes - 1, gpus_per_node,
+        all_gpus,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading the recipe and the accelerate config
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cuda_available(device: str) -> bool:
+    if device != "auto":
+        return device == "cuda"
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def read_recipe(recipe: str, grpo_args: list[str]):
+    """Parse recipe + overrides exactly as grpo.py will (GRPOScriptArguments, EGSWConfig, ModelConfig).
+
+    Read-only inspection, in a process that is not a training process: `--use_cpu true` is added (so that a GPU
+    recipe with `bf16: true` can be read on any host; it is not passed to the trainer), and the variables that
+    would make accelerate's state join a process group (WORLD_SIZE, PMI_SIZE under srun, ...) are hidden meanwhile.
+    """
+    from trl import ModelConfig
+
+    from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
+
+    if not Path(recipe).is_file():
+        raise ConfigError(f"recipe not found: {recipe!r}")
+    hidden = {key: os.environ.pop(key) for key in DISTRIBUTED_ENV if key in os.environ}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation notes belong in the training run's log, not here
+            argv = ["--config", recipe, *grpo_args, "--use_cpu", "true"]
+            return parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv)
+    finally:
+        os.environ.update(hidden)
+
+
+def read_accelerate_config(path: str | Path) -> dict:
+    if not Path(path).is_file():
+        raise ConfigError(f"accelerate config not found: {str(path)!r}")
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(config, dict) or "distributed_type" not in config:
+        raise ConfigError(f"accelerate config {str(path)!r} has no distributed_type: not an accelerate config.")
+    return config
+
+
+def vllm_mode_of(training_args) -> str:
+    return training_args.vllm_mode if training_args.use_vllm else "none"
+
+
+def vllm_overrides(mode: str | None, host: str | None, port: int | None) -> list[str]:
+    """grpo.py flags for the launch options: they go before the user's own flags, which therefore win."""
+    flags = []
+    if mode == "none":
+        flags += ["--use_vllm", "false"]
+    elif mode:
+        flags += ["--use_vllm", "true", "--vllm_mode", mode]
+    if host:
+        flags += ["--vllm_server_host", host]
+    if port:
+        flags += ["--vllm_server_port", str(port)]
+    return flags
+
+
+def executable(name: str) -> str:
+    """`name` from the running Python's environment (its bin/ directory), else from PATH."""
+    sibling = Path(sys.executable).parent / name
+    return str(sibling) if sibling.exists() else name
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def train_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
+    """The one command that trains `args.recipe` (see the module docstring)."""
+    cuda = cuda_available(args.device)
+    overrides = vllm_overrides(args.vllm_mode, args.vllm_server_host, args.vllm_server_port)
+    _, training_args, _ = read_recipe(args.recipe, overrides + grpo_extra)
+    mode = vllm_mode_of(training_args)
+    config_path = args.accelerate_config or (DEFAULT_GPU_CONFIG if cuda else DEFAULT_CPU_CONFIG)
+    accelerate_config = read_accelerate_config(config_path)
+    machines = args.num_machines
+
+    env, gpu_ids = [], args.gpu_ids
+    if args.num_processes is not None:
+        processes = args.num_processes
+    elif cuda:
+        gpus = torch_device_count() if args.gpus is None else args.gpus
+        server_here = (
+            mode == "server" and machines == 1 and not args.vllm_server_host
+            and training_args.vllm_server_base_url is None and training_args.vllm_server_host in LOCAL_HOSTS
+        )  # fmt: skip
+        if server_here:  # the server (make vllm-serve) holds this machine's last TPxDP GPUs
+            plan = make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp)
+            gpu_ids = gpu_ids or plan.train_gpu_ids
+            processes = plan.num_processes
+        else:
+            processes = machines * make_plan(mode, machines, gpus, args.vllm_tp, args.vllm_dp).train_procs_per_node
+    else:
+        processes = machines  # CPU: one process per machine
+    if processes < machines:
+        raise ConfigError(f"--num-processes ({processes}) must be at least --num-machines ({machines}).")
+    if cuda and gpu_ids:
+        env.append(f"CUDA_VISIBLE_DEVICES={gpu_ids}")
+
+    grpo = [display_path(GRPO_SCRIPT), "--config", args.recipe, *overrides]
+    if not cuda and processes == 1 and machines == 1:  # a single CPU process needs no launcher
+        return env_prefix(env) + [sys.executable] + grpo + grpo_extra
+    distributed = accelerate_config["distributed_type"]
+    launcher = [executable("accelerate"), "launch", "--config_file", display_path(Path(config_path))]
+    if not cuda:
+        if not accelerate_config.get("use_cpu"):
+            raise ConfigError(
+                f"accelerate config {str(config_path)!r} is for GPUs (use_cpu is not true) and this host has no "
+                f"CUDA: for {processes} CPU processes use {display_path(DEFAULT_CPU_CONFIG)} or "
+                f"{display_path(ACCELERATE_CONFIGS / 'zero3_cpu.yaml')}."
+            )
+        if distributed == "DEEPSPEED":
+            env.append("DS_ACCELERATOR=cpu")
+            grpo += ["--ddp_backend", "gloo"]
+        else:  # gloo DDP: accelerate's MULTI_GPU launcher, and the trainer told it is on CPU
+            launcher.append("--multi_gpu")
+            grpo += ["--use_cpu", "true"]
+    launcher += ["--num_processes", str(processes), "--num_machines", str(machines)]
+    if machines > 1:
+        if args.main_process_ip is None:
+            raise ConfigError("--num-machines > 1 needs --main-process-ip (the address of machine rank 0).")
+        launcher += ["--machine_rank", str(args.machine_rank), "--main_process_ip", args.main_process_ip]
+    if machines > 1 or args.main_process_port is not None:
+        launcher += ["--main_process_port", str(args.main_process_port or 29500)]
+    return env_prefix(env) + launcher + grpo + grpo_extra
+
+
+def serve_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
+    """`trl vllm-serve` for the model the trainer will train (recipe + the same overrides), on the GPUs given
+    (default: this machine's last TPxDP)."""
+    cuda = cuda_available(args.device)
+    _, training_args, model_args = read_recipe(args.recipe, grpo_extra)
+    gpu_ids = args.gpu_ids
+    if gpu_ids is None and cuda:
+        gpus = torch_device_count() if args.gpus is None else args.gpus
+        gpu_ids = make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp).server_gpu_ids
+    command = [
+        executable("trl"), "vllm-serve", "--model", model_args.model_name_or_path,
+        "--tensor_parallel_size", str(args.vllm_tp), "--data_parallel_size", str(args.vllm_dp),
+        "--host", "0.0.0.0", "--port", str(args.port or training_args.vllm_server_port),
+    ]  # fmt: skip
+    if model_args.model_revision not in (None, "main"):
+        command += ["--revision", model_args.model_revision]
+    if training_args.vllm_max_model_length:
+        command += ["--max_model_len", str(training_args.vllm_max_model_length)]
+    if getattr(training_args, "trust_remote_code", False):
+        command += ["--trust_remote_code", "true"]
+    return env_prefix([f"CUDA_VISIBLE_DEVICES={gpu_ids}"] if gpu_ids else []) + command
+
+
+def slurm_plan(args: argparse.Namespace, grpo_extra: list[str]) -> dict[str, str | int]:
+    """The shell variables slurm/train.slurm evaluates: plan + what the server step needs from the recipe."""
+    cuda = cuda_available(args.device)
+    overrides = vllm_overrides(args.vllm_mode, None, None)
+    _, training_args, model_args = read_recipe(args.recipe, overrides + grpo_extra)
+    config_path = args.accelerate_config or (DEFAULT_GPU_CONFIG if cuda else DEFAULT_CPU_CONFIG)
+    read_accelerate_config(config_path)
+    plan = make_plan(vllm_mode_of(training_args), args.nodes, args.gpus_per_node, args.vllm_tp, args.vllm_dp)
+    return {
+        **plan.shell(), "ACCELERATE_CONFIG": display_path(Path(config_path)), "MODEL": model_args.model_name_or_path,
+        "VLLM_PORT": training_args.vllm_server_port, "OUTPUT_DIR": training_args.output_dir,
+    }  # fmt: skip
+
+
+def torch_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def env_prefix(assignments: list[str]) -> list[str]:
+    return ["env", *assignments] if assignments else []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `error: ...` line (exit 2), like every other bad input here."""
+
+    def error(self, message):
+        print(f"error: {self.prog}: {message}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m open_r1_egsw.launch", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = OneLineParser(add_help=False)
+    common.add_argument(
+        "--recipe", required=True, help="recipe YAML (TrlParser format), e.g. recipes/tiny/egsw/config.yaml"
+    )
+    common.add_argument("--vllm-tp", type=int, default=1, help="vLLM server tensor parallel size (default 1)")
+    common.add_argument("--vllm-dp", type=int, default=1, help="vLLM server data parallel size (default 1)")
+    common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="render for this device; auto: CUDA if torch sees it")  # fmt: skip
+    common.add_argument("--gpus", type=int, help="GPUs on this machine (default: torch.cuda.device_count())")
+    common.add_argument("--gpu-ids", help="CUDA_VISIBLE_DEVICES for the command (default: from the GPU split)")
+    common.add_argument("--exec", action="store_true", help="run the command (os.execvp) after printing it")
+
+    train = sub.add_parser("train", parents=[common], help="render the training command")
+    train.add_argument("--accelerate-config", help="accelerate config (default: zero3.yaml, ddp_cpu.yaml on CPU)")
+    train.add_argument("--num-processes", type=int, help="total processes over all machines (default: GPU split)")
+    train.add_argument("--num-machines", type=int, default=1)
+    train.add_argument("--machine-rank", type=int, default=0)
+    train.add_argument("--main-process-ip", help="address of machine rank 0 (multi-node)")
+    train.add_argument("--main-process-port", type=int, help="rendezvous port (default 29500 when multi-node)")
+    train.add_argument("--vllm-mode", choices=VLLM_MODES, help="override the recipe (none: use_vllm false)")
+    train.add_argument("--vllm-server-host", help="vLLM server address (server mode); default: this machine")
+    train.add_argument("--vllm-server-port", type=int, help="vLLM server port (default: the recipe's)")
+
+    serve = sub.add_parser("serve", parents=[common], help="render the vLLM server command for the recipe's model")
+    serve.add_argument("--port", type=int, help="server port (default: the recipe's vllm_server_port)")
+
+    plan = sub.add_parser("slurm-plan", parents=[common], help="shell variables for slurm/train.slurm")
+    plan.add_argument("--nodes", type=int, required=True)
+    plan.add_argument("--gpus-per-node", type=int, required=True)
+    plan.add_argument("--accelerate-config", help="checked to exist (default: zero3.yaml, ddp_cpu.yaml on CPU)")
+    plan.add_argument("--vllm-mode", choices=VLLM_MODES, help="override the recipe (none: use_vllm false)")
+    return parser
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    args = build_parser().parse_args(own)
+    if args.command == "slurm-plan":
+        for key, value in slurm_plan(args, extra).items():
+            print(f"{key}={shlex.quote(str(value))}")  # noqa: T201
+        return 0
+    command = train_command(args, extra) if args.command == "train" else serve_command(args, extra)
+    print(shlex.join(command), flush=True)  # noqa: T201
+    if args.exec:
+        if shutil.which(command[0]) is None:
+            raise ConfigError(f"{command[0]}: command not found")
+        os.execvp(command[0], command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Two CPU processes train the tiny recipe for real, with the commands launch.py renders (gloo; no GPU needed).
+
+Each run goes through `python -m open_r1_egsw.launch train` (the path `make train RECIPE=...` and slurm/train.slurm
+take); the rendered command is executed with tests/scripts/distributed_grpo.py in place of grpo.py, which runs
+grpo.py's own `cli_main` and then saves each rank's world size and parameters. PITFALLS: on CPU a wrong flag
+silently gives one process, or two processes that each train alone; both are caught by the world-size and
+rank-agreement checks. The tiny model starts from random weights, so rewards are 0 and GRPO's advantages vanish:
+`entropy_coef` adds TRL's entropy bonus so that every step has a gradient and parameters really move.
+"""
+
+import math
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from open_r1_egsw.utils import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = "recipes/tiny/egsw/config.yaml"
+HELPER = ROOT / "tests" / "scripts" / "distributed_grpo.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+def tiny_overrides(assets, out_dir, *extra) -> list[str]:
+    return [
+        "--model_name_or_path", str(assets.base_model), "--dataset_name", str(assets.data), "--output_dir",
+        str(out_dir), "--max_steps", "2", "--per_device_train_batch_size", "8", "--num_generations", "4",
+        "--max_completion_length", "8", "--eval_accuracy_samples", "0", "--logging_steps", "1", "--warmup_steps", "0",
+        "--learning_rate", "1e-3", "--entropy_coef", "0.05", *extra,
+    ]  # fmt: skip
+
+
+def render(*launch_args: str, overrides: list[str]) -> list[str]:
+    """The command `python -m open_r1_egsw.launch train ...` prints (nothing is run)."""
+    cmd = [sys.executable, "-m", "open_r1_egsw.launch", "train", "--recipe", RECIPE, *launch_args, "--", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return shlex.split(proc.stdout.strip().splitlines()[-1])
+
+
+def run_with_helper(command: list[str], record_dir: Path) -> subprocess.CompletedProcess:
+    """Run the rendered command with the helper in place of grpo.py (same flags, same launcher)."""
+    index = command.index("src/open_r1_egsw/grpo.py")
+    command = command[:index] + [str(HELPER), str(record_dir)] + command[index + 1 :]
+    return subprocess.run(command, capture_output=True, text=True, env=env(), cwd=ROOT, timeout=900)
+
+
+def check_two_ranks_trained_together(record_dir: Path, initial_model: Path) -> None:
+    missing = [r for r in range(2) if not (record_dir / f"rank{r}.pt").exists()]
+    assert not missing, f"no record from rank(s) {missing}: the processes did not form one world of size 2"
+    records = [torch.load(record_dir / f"rank{r}.pt") for r in range(2)]
+    assert [r["world_size"] for r in records] == [2, 2]  # PITFALLS: not one process, not two lone ones
+    assert [r["process_index"] for r in records] == [0, 1]
+    rank0, rank1 = records[0]["params"], records[1]["params"]
+    assert rank0.keys() == rank1.keys() and rank0
+    for name in rank0:
+        torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0, msg=f"ranks disagree on {name}")
+    initial = load_file(str(initial_model / "model.safetensors"))
+    changed = [name for name in rank0 if name in initial and not torch.equal(initial[name].float(), rank0[name])]
+    assert changed, "no parameter moved: the steps had no gradient"
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tiny_assets, tmp_path):
+    """DDP over gloo: both ranks see world size 2, train the same parameters, and rank 0 saves a loadable model."""
+    out = tmp_path / "out"
+    command = render("--num-processes", "2", "--main-process-port", str(free_port()),
+                     overrides=tiny_overrides(tiny_assets, out))  # fmt: skip
+    assert command[1:3] == ["launch", "--config_file"] and command[3].endswith("ddp_cpu.yaml")
+    assert "--multi_gpu" in command and command[command.index("--num_processes") + 1] == "2"
+    assert "--use_cpu" in command  # without it each rank's trainer sees world size 1
+    proc = run_with_helper(command, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_two_ranks_trained_together(tmp_path, Path(tiny_assets.base_model))
+    AutoModelForCausalLM.from_pretrained(out)
+    losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_two_cpu_processes(tiny_assets, tmp_path):
+    """DeepSpeed ZeRO-3 on CPU (DS_ACCELERATOR=cpu, gloo), with a reference model (beta > 0): two ranks, one model.
+
+    The first run on a machine compiles DeepSpeed's shm_comm op (about 60 s); later runs reuse it.
+    """
+    out = tmp_path / "out"
+    command = render("--num-processes", "2", "--accelerate-config", "recipes/accelerate_configs/zero3_cpu.yaml",
+                     "--main-process-port", str(free_port()),
+                     overrides=tiny_overrides(tiny_assets, out, "--beta", "0.04"))  # fmt: skip
+    assert command[:2] == ["env", "DS_ACCELERATOR=cpu"] and command[5].endswith("zero3_cpu.yaml")
+    assert command[command.index("--ddp_backend") + 1] == "gloo"  # else world size 1 -> DeepSpeed batch assertion
+    proc = run_with_helper(command, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_two_ranks_trained_together(tmp_path, Path(tiny_assets.base_model))
+    AutoModelForCausalLM.from_pretrained(out)
+    records = [r for r in read_metrics(out) if "loss" in r]
+    assert len(records) == 2 and all(math.isfinite(r["loss"]) and math.isfinite(r["kl"]) for r in records)

@@ -1,0 +1,139 @@
+"""Every recipe parses with the trainer's own classes; paired recipes differ only where they should; 7B fits 4096.
+
+Recipes are parsed exactly as grpo.py / sft.py parse them (`parse_recipe_args`, TrlParser: unknown keys are errors),
+with `--use_cpu true` added so that `bf16: true` GPU recipes can be read on this CPU machine.
+"""
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import trl
+import yaml
+from trl import ModelConfig, SFTConfig
+
+from open_r1_egsw.configs import ENTROPY_CLIP_DEFAULT_MU, EGSWConfig, GRPOScriptArguments, SFTScriptArguments
+from open_r1_egsw.utils import parse_recipe_args
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+ACCELERATE_CONFIGS = RECIPES / "accelerate_configs"
+TRAINING_RECIPES = sorted(p for p in RECIPES.rglob("*.yaml") if ACCELERATE_CONFIGS not in p.parents)
+QWEN_MAX_POSITIONS = 4096  # max_position_embeddings of Qwen2.5-Math-7B and -Instruct (PITFALLS)
+PROMPT_RESERVE = 1024  # tokens kept for one MATH problem + chat template, beyond the system prompt
+EGSW_FIELDS = {f.name for f in fields(EGSWConfig)} - {f.name for f in fields(trl.GRPOConfig)}
+CLIP_FIELDS = {"entropy_clip", "entropy_clip_mu", "entropy_clip_max_frac"}
+RUN_NAME_FIELDS = {"output_dir", "run_name", "hub_model_id", "logging_dir"}
+SEVEN_B = {"Qwen2.5-Math-7B": "Qwen/Qwen2.5-Math-7B", "Qwen2.5-Math-7B-Instruct": "Qwen/Qwen2.5-Math-7B-Instruct"}
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def parse(path: Path):
+    """(script_args, training_args, model_args) with the entry point's classes: sft/ recipes are SFT recipes."""
+    classes = (SFTScriptArguments, SFTConfig, ModelConfig) if path.parent.name == "sft" else None
+    classes = classes or (GRPOScriptArguments, EGSWConfig, ModelConfig)
+    return parse_recipe_args(classes, ["--config", str(path), "--use_cpu", "true"])
+
+
+def values(path: Path) -> dict:
+    """Every parsed field of the three dataclasses, by name (names do not collide across them)."""
+    out = {}
+    for obj in parse(path):
+        out.update({f.name: getattr(obj, f.name) for f in fields(obj)})
+    return out
+
+
+def differing(a: Path, b: Path) -> set[str]:
+    va, vb = values(a), values(b)
+    return {key for key in va.keys() | vb.keys() if va.get(key) != vb.get(key)}
+
+
+@pytest.mark.parametrize("path", TRAINING_RECIPES, ids=rel)
+def test_recipe_parses(path):
+    """Parses into the config classes (TrlParser rejects unknown keys) and validates (EGSWConfig.__post_init__)."""
+    script_args, training_args, model_args = parse(path)
+    assert model_args.model_name_or_path and script_args.dataset_name and training_args.output_dir
+
+
+@pytest.mark.parametrize("path", sorted(ACCELERATE_CONFIGS.glob("*.yaml")), ids=rel)
+def test_accelerate_config_loads(path):
+    """Each accelerate config loads with accelerate's own loader; the CPU ones say use_cpu."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.compute_environment.value == "LOCAL_MACHINE"
+    assert config.use_cpu == path.stem.endswith("_cpu")
+
+
+def pairs(variant: str):
+    return [
+        (d / "grpo" / "config.yaml", d / variant / "config.yaml")
+        for d in sorted(RECIPES.iterdir())
+        if (d / "grpo" / "config.yaml").exists() and (d / variant / "config.yaml").exists()
+    ]
+
+
+@pytest.mark.parametrize("baseline,variant", pairs("egsw"), ids=lambda p: rel(p))
+def test_egsw_recipe_differs_from_grpo_only_in_egsw_keys(baseline, variant):
+    """GRPO vs GRPO+EGSW compare like for like: only EGSWConfig's own fields (and run names) differ."""
+    diff = differing(baseline, variant)
+    assert "use_egsw" in diff
+    assert diff <= EGSW_FIELDS | RUN_NAME_FIELDS, diff - EGSW_FIELDS - RUN_NAME_FIELDS
+    assert yaml.safe_load(baseline.read_text()).get("env") == yaml.safe_load(variant.read_text()).get("env")
+
+
+@pytest.mark.parametrize("kind", ["clip_b", "clip_v"])
+def test_clip_recipes_differ_from_grpo_only_in_clip_keys(kind):
+    """The entropy-clipping 7B recipes are the GRPO baseline plus the clip keys, with the papers' defaults."""
+    baseline = RECIPES / "Qwen2.5-Math-7B" / "grpo" / "config.yaml"
+    variant = RECIPES / "Qwen2.5-Math-7B" / kind / "config.yaml"
+    diff = differing(baseline, variant)
+    assert "entropy_clip" in diff and diff <= CLIP_FIELDS | RUN_NAME_FIELDS, diff
+    _, args, _ = parse(variant)
+    assert args.entropy_clip == kind and args.entropy_clip_mu is None and args.entropy_clip_max_frac == 1e-4
+    assert args.resolved_entropy_clip_mu == ENTROPY_CLIP_DEFAULT_MU[kind] == {"clip_b": 2.5, "clip_v": 8.5}[kind]
+    assert not args.use_egsw
+
+
+def test_all_7b_recipes_exist():
+    expected = ["grpo", "egsw", "clip_b", "clip_v"]
+    assert all((RECIPES / "Qwen2.5-Math-7B" / v / "config.yaml").exists() for v in expected)
+    assert all((RECIPES / "Qwen2.5-Math-7B-Instruct" / v / "config.yaml").exists() for v in ["grpo", "egsw"])
+
+
+SEVEN_B_RECIPES = sorted(p for d in SEVEN_B for p in (RECIPES / d).glob("*/config.yaml"))
+
+
+@pytest.mark.parametrize("path", SEVEN_B_RECIPES, ids=rel)
+def test_7b_recipe_fits_4096_positions_and_the_cluster(path):
+    """Prompt + completion fit Qwen2.5-Math's 4096 positions; the generation batch divides for the usual splits."""
+    script_args, args, model_args = parse(path)
+    assert model_args.model_name_or_path == SEVEN_B[path.parents[1].name]
+    assert (
+        script_args.dataset_name == "DigitalLearningGmbH/MATH-lighteval"
+        and script_args.dataset_prompt_column == "problem"
+    )
+    assert script_args.reward_funcs == ["accuracy", "format"] and len(args.reward_weights) == 2
+    # tokens <= characters for Qwen's byte-level BPE, so the system prompt's length in characters bounds its tokens
+    prompt_budget = len(script_args.system_prompt) + PROMPT_RESERVE
+    assert args.max_completion_length + prompt_budget <= QWEN_MAX_POSITIONS
+    assert args.vllm_max_model_length is not None and args.vllm_max_model_length <= QWEN_MAX_POSITIONS
+    assert args.learning_rate == 3e-6 and args.bf16 and args.activation_checkpointing and args.use_vllm
+    assert args.report_to == ["wandb"] and yaml.safe_load(path.read_text())["env"]["WANDB_PROJECT"]
+    # 7 training GPUs (one node, server on the 8th), 8 and 16 (multi-node, server on its own node)
+    for processes in (7, 8, 16):
+        batch = args.per_device_train_batch_size * processes * args.steps_per_generation
+        assert batch % args.num_generations == 0, processes
+
+
+@pytest.mark.parametrize(
+    "path,alpha,temperature",
+    [("Qwen2.5-Math-7B", 0.3, 1.0), ("Qwen2.5-Math-7B-Instruct", 0.8, 1.8)],
+)
+def test_7b_egsw_recipes_use_the_papers_values(path, alpha, temperature):
+    _, args, _ = parse(RECIPES / path / "egsw" / "config.yaml")
+    assert args.use_egsw and args.egsw_alpha == alpha and args.egsw_temperature == temperature
+    assert args.egsw_entropy_normalization == "log_vocab"

@@ -1,0 +1,228 @@
+"""The project's real Slurm scripts on a real (local) Slurm cluster: two emulated nodes, jobs on the CPU.
+
+Each test sbatches slurm/train.slurm (or slurm/evaluate.slurm) exactly as a user would, with the tiny recipe pointed
+at the session's tiny assets and a couple of small steps, then waits for the job with a time-out. The cluster is
+started once (slurm-local.sh up 2 8) and always stopped at the end, also when a test fails. The emulated nodes
+advertise 8 placeholder GPUs; the jobs ask for `--gres=gpu:1` so that the GPU split gives one process per node (the
+script reads the count from the allocation, SLURM_GPUS_ON_NODE). See tests/slurm_cluster.py.
+"""
+
+import math
+import os
+import re
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import slurm_cluster
+from transformers import AutoModelForCausalLM
+
+from open_r1_egsw.utils import read_metrics
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(slurm_cluster.unavailable_reason() is not None,
+                       reason=slurm_cluster.unavailable_reason() or ""),
+]  # fmt: skip
+
+ROOT = slurm_cluster.ROOT
+TRAIN = "slurm/train.slurm"
+EVALUATE = "slurm/evaluate.slurm"
+RECIPE = "recipes/tiny/egsw/config.yaml"
+ONE_GPU = ["--gres=gpu:1"]
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """Two emulated nodes with 8 placeholder GPUs each; stopped when the session ends, whatever happened."""
+    with slurm_cluster.local_cluster(nodes=2, gpus=8):
+        yield
+
+
+def job_env(**extra) -> dict:
+    """What the jobs inherit (sbatch exports the submitting environment): the project's Python, offline."""
+    env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    env.update(extra)
+    return env
+
+
+def tiny_args(assets, out_dir, *extra) -> list[str]:
+    """grpo.py overrides after `--`: the session's tiny assets, two small steps."""
+    return [
+        "--", "--model_name_or_path", str(assets.base_model), "--dataset_name", str(assets.data), "--output_dir",
+        str(out_dir), "--max_steps", "2", "--per_device_train_batch_size", "8", "--num_generations", "4",
+        "--max_completion_length", "8", "--eval_accuracy_samples", "0", "--logging_steps", "1", *extra,
+    ]  # fmt: skip
+
+
+def explain(job) -> str:
+    return f"job {job.id}: {job.state} exit {job.exit_code} after {job.seconds:.0f}s\n{job.log[-4000:]}"
+
+
+@pytest.fixture(scope="session")
+def one_node_run(cluster, tiny_assets, tmp_path_factory):
+    """sbatch --nodes=1 slurm/train.slurm with the tiny recipe, no vLLM (shared by the evaluation test)."""
+    tmp = tmp_path_factory.mktemp("slurm-one")
+    out = tmp / "out"
+    job = slurm_cluster.run(
+        TRAIN, "--recipe", RECIPE, "--log-dir", str(tmp),
+        *tiny_args(tiny_assets, out, "--save_strategy", "steps", "--save_steps", "2"),
+        sbatch_args=["--nodes=1", *ONE_GPU], log=tmp / "job.out", env=job_env(), timeout=400,
+    )  # fmt: skip
+    return job, out
+
+
+def test_one_node_trains_and_saves(one_node_run):
+    """1 node, no vLLM: COMPLETED, checkpoint and final model reload, the metrics file has finite rewards."""
+    job, out = one_node_run
+    assert (job.state, job.exit_code) == ("COMPLETED", 0), explain(job)
+    assert "training on n1: 1 machine(s) x 1 process(es) = 1" in job.log  # one GPU in the allocation: 1 process
+    for path in (out, out / "checkpoint-2"):
+        assert AutoModelForCausalLM.from_pretrained(path).config.model_type == "qwen2"
+    rewards = [r["reward"] for r in read_metrics(out) if "reward" in r]
+    assert len(rewards) == 2 and all(r is not None and math.isfinite(r) for r in rewards)
+
+
+def test_two_nodes_train_together(cluster, tiny_assets, tmp_path):
+    """2 nodes, one process each: accelerate multi-node with machine rank and main address from Slurm."""
+    out = tmp_path / "out"
+    job = slurm_cluster.run(
+        TRAIN, "--recipe", RECIPE, "--log-dir", str(tmp_path), *tiny_args(tiny_assets, out, "--log_level", "info"),
+        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=job_env(), timeout=500,
+    )  # fmt: skip
+    assert (job.state, job.exit_code) == ("COMPLETED", 0), explain(job)
+    log = job.log
+    assert "train.slurm: node n1: machine rank 0 of 2" in log and "train.slurm: node n2: machine rank 1 of 2" in log
+    commands = [line for line in log.splitlines() if " launch --config_file " in line]
+    assert len(commands) == 2 and all("--num_processes 2 --num_machines 2" in c for c in commands)
+    assert {re.search(r"--machine_rank (\d)", c).group(1) for c in commands} == {"0", "1"}
+    assert all("--main_process_ip 127.0.0.1" in c for c in commands)  # n1's NodeAddr, from scontrol
+    # torchrun's agent on each node: its rank among the machines and the world size
+    assert (
+        len(re.findall(r"group_world_size=2\b", log)) == 2 and len(re.findall(r"global_world_sizes=\[2\]", log)) == 2
+    )
+    assert re.search(r"group_rank=0\b", log) and re.search(r"group_rank=1\b", log)
+    # the trainer itself: 8 per device x 2 processes (a lone process would say 8)
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 16" in log
+    AutoModelForCausalLM.from_pretrained(out)
+
+
+def error_lines(job, prefix="train.slurm: error:"):
+    return [line for line in job.log.splitlines() if line.startswith(prefix)]
+
+
+def test_vllm_server_that_cannot_start_fails_the_job(cluster, tiny_assets, tmp_path):
+    """2 nodes, server mode, the real `trl vllm-serve` (no vLLM on CPU): one clear line, fast, no leftover step."""
+    job = slurm_cluster.run(
+        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", "120", "--log-dir", str(tmp_path),
+        *tiny_args(tiny_assets, tmp_path / "out"),
+        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=job_env(), timeout=300,
+    )  # fmt: skip
+    assert job.state == "FAILED" and job.exit_code != 0, explain(job)
+    assert job.seconds < 120 + 60, explain(job)  # within the configured time-out, not a hang
+    assert "vLLM server for" in job.log and "on node n2" in job.log  # the last node is the server's
+    lines = error_lines(job)
+    assert len(lines) == 1, explain(job)
+    assert "vLLM server on node n2 (host 127.0.0.1, port 8000) exited with status" in lines[0]
+    assert "No module named 'vllm'" in job.log  # the server's own last lines follow the error line
+    assert "accelerate launch" not in job.log  # the trainer never started
+    assert slurm_cluster.steps_of(job.id) == []
+    assert (tmp_path / f"vllm-server-{job.id}.log").exists()
+
+
+FAKE_VLLM = """
+import os, sys, time
+open(os.environ["FAKE_VLLM_PIDFILE"], "w").write(str(os.getpid()))
+print("fake-vllm-server: loading weights, never healthy", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_vllm_health_time_out_fails_and_ends_the_server(cluster, tiny_assets, tmp_path):
+    """A server that starts but never answers /health: the job fails at the time-out, naming node, host and port,
+    with the server's last lines, and the server process does not outlive the job.
+
+    The stand-in is a `vllm` package on PYTHONPATH, so the real `trl vllm-serve` starts it (python -m
+    vllm.entrypoints.cli.main serve ...) through the real server step.
+    """
+    fake = tmp_path / "fake" / "vllm"
+    (fake / "entrypoints" / "cli").mkdir(parents=True)
+    (fake / "__init__.py").write_text('__version__ = "0.31.0"\n')
+    (fake / "entrypoints" / "__init__.py").write_text("")
+    (fake / "entrypoints" / "cli" / "__init__.py").write_text("")
+    (fake / "entrypoints" / "cli" / "main.py").write_text(textwrap.dedent(FAKE_VLLM))
+    pidfile = tmp_path / "server.pid"
+    env = job_env(PYTHONPATH=str(tmp_path / "fake"), FAKE_VLLM_PIDFILE=str(pidfile))
+    timeout = 25
+    job = slurm_cluster.run(
+        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", str(timeout), "--log-dir",
+        str(tmp_path), *tiny_args(tiny_assets, tmp_path / "out"),
+        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=env, timeout=300,
+    )  # fmt: skip
+    assert job.state == "FAILED" and job.exit_code != 0, explain(job)
+    lines = error_lines(job)
+    assert len(lines) == 1, explain(job)
+    assert lines[0].startswith(
+        f"train.slurm: error: vLLM server on node n2 (host 127.0.0.1, port 8000) not healthy after {timeout}s"
+    )
+    assert "  | fake-vllm-server: loading weights, never healthy" in job.log
+    assert job.seconds < timeout + 90, explain(job)
+    assert "stopping the vLLM server step" in job.log
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _alive(pid), f"the fake vLLM server (pid {pid}) outlived job {job.id}"
+    assert slurm_cluster.steps_of(job.id) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return not re.search(r"^State:\s+Z", status, re.M)  # a zombie has ended
+
+
+@pytest.mark.parametrize(
+    "script_args,expected",
+    [
+        (["--recipe", "recipes/nope.yaml"], "train.slurm: error: recipe not found: recipes/nope.yaml"),
+        (["--recipe", RECIPE, "--vllm-mode", "server"], "error: vLLM server mode on 1 node with 1 GPU(s)"),
+        (["--recipe", RECIPE, "--accelerate-config", "recipes/accelerate_configs/nope.yaml"],
+         "error: accelerate config not found: 'recipes/accelerate_configs/nope.yaml'"),
+    ],
+    ids=["missing-recipe", "server-on-one-gpu", "missing-accelerate-config"],
+)  # fmt: skip
+def test_bad_input_fails_fast_with_one_line(cluster, tmp_path, script_args, expected):
+    """Exit non-zero before any long step, with exactly one line (the job's whole output) naming what is wrong."""
+    job = slurm_cluster.run(TRAIN, *script_args, sbatch_args=["--nodes=1", *ONE_GPU], log=tmp_path / "job.out",
+                            env=job_env(), timeout=180)  # fmt: skip
+    assert job.state == "FAILED" and job.exit_code == 2, explain(job)
+    lines = [line for line in job.log.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(expected), explain(job)
+    assert job.seconds < 90, explain(job)
+
+
+def test_evaluate_slurm_writes_the_results_table(one_node_run, tmp_path):
+    """slurm/evaluate.slurm on the tiny checkpoint (CPU backend, local synthetic MATH-500 rows): the report table."""
+    if not (ROOT / EVALUATE).exists():
+        pytest.skip(f"{EVALUATE} does not exist yet")
+    from open_r1_egsw.evaluation.local_data import write_local_data
+
+    _, checkpoint = one_node_run
+    data = write_local_data(tmp_path / "data", rows=2, tasks=["math_500"])
+    results = tmp_path / "results"
+    job = slurm_cluster.run(
+        EVALUATE, "--backend", "accelerate", "--model", str(checkpoint), "--tasks", "math_500", "--data-dir",
+        str(data), "--output-dir", str(results), "--model-name", "tiny-egsw", "--",
+        "--profile", "embedded", "--max-new-tokens", "8",
+        sbatch_args=["--nodes=1", "--gres=none"], log=tmp_path / "job.out", env=job_env(), timeout=400,
+    )  # fmt: skip
+    assert (job.state, job.exit_code) == ("COMPLETED", 0), explain(job)
+    assert (results / "tiny-egsw" / "math_500.json").exists()
+    report = (results / "report.md").read_text()
+    assert "tiny-egsw" in report and "math_500" in report
