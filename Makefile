@@ -29,7 +29,9 @@ ifeq ($(RECIPE),)
 	$(PY) -m open_r1_egsw.embedded --warm-start
 	$(PY) src/open_r1_egsw/grpo.py --config $(TINY_RECIPE) $(ARGS)
 else
-	$(PY) src/open_r1_egsw/grpo.py --config $(RECIPE) $(ARGS)
+	# any recipe: launch.py reads it with the trainer's parser and renders one accelerate command (GPU split,
+	# vLLM mode, CPU flags); ACCELERATE_CONFIG, NUM_PROCESSES, VLLM_MODE, VLLM_SERVER_HOST are optional
+	$(PY) -m open_r1_egsw.launch train --recipe $(RECIPE) $(if $(ACCELERATE_CONFIG),--accelerate-config $(ACCELERATE_CONFIG)) $(if $(NUM_PROCESSES),--num-processes $(NUM_PROCESSES)) $(if $(VLLM_MODE),--vllm-mode $(VLLM_MODE)) $(if $(VLLM_SERVER_HOST),--vllm-server-host $(VLLM_SERVER_HOST)) --exec -- $(ARGS)
 endif
 
 test: $(STAMP)
@@ -51,3 +53,65 @@ clean:
 
 bench: $(STAMP)
 	$(PY) scripts/bench_egsw.py $(ARGS)
+
+# Method comparison (README "Results"): GRPO, EGSW, Clip_B, Clip_V, tiny recipes, seeds 0 1 2 -> reports/compare/
+# (compare.md/.json + PNGs). ARGS go to compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4".
+compare: $(STAMP)
+	$(PY) -m open_r1_egsw.embedded --warm-start
+	$(PY) -m open_r1_egsw.compare $(ARGS)
+
+# EGSW sweep: alpha in {0.1,0.3,0.5,0.8} at P=1, then P in {0.5,1,1.5,2} at the best alpha -> reports/sweep/
+sweep: $(STAMP)
+	$(PY) -m open_r1_egsw.embedded --warm-start
+	$(PY) -m open_r1_egsw.compare sweep $(ARGS)
+
+# ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----
+#   make evaluate                      # embedded tiny model, offline on CPU, synthetic local rows (a few minutes)
+#   make evaluate MODEL=Qwen/Qwen2.5-Math-7B TASK=all BACKEND=vllm NUM_SAMPLES=4   # GPU, needs install-eval-gpu
+#   make report                        # results/*/ -> results/report.{md,json,png}
+# BACKEND=vllm runs in .venv-eval: lighteval[vllm] 0.13 needs vllm<0.10.2, trl 1.16's vllm extra needs 0.22-0.31.
+.PHONY: evaluate report install-eval-gpu
+
+MODEL ?=
+TASK ?= all
+BACKEND ?= accelerate
+NUM_SAMPLES ?=
+OUTPUT_DIR ?= results
+EVAL_ARGS ?=
+EVAL_VENV := .venv-eval
+EVAL_PY = $(if $(filter vllm,$(BACKEND)),$(EVAL_VENV)/bin/python,$(PY))
+EVAL_FLAGS = --tasks "$(TASK)" --backend $(BACKEND) --output-dir "$(OUTPUT_DIR)" \
+	$(if $(MODEL),--model "$(MODEL)") $(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)) $(EVAL_ARGS)
+
+evaluate: $(STAMP)
+	@test "$(BACKEND)" != vllm || test -x $(EVAL_PY) || { echo "error: BACKEND=vllm runs in $(EVAL_VENV): run 'make install-eval-gpu' first" >&2; exit 2; }
+ifeq ($(MODEL),)
+	test -f data/tiny/egsw/config.json || $(PY) -m open_r1_egsw.embedded --warm-start
+endif
+	PYTHONPATH=src $(EVAL_PY) -m open_r1_egsw.evaluation.run $(EVAL_FLAGS)
+	$(PY) -m open_r1_egsw.report --results-dir "$(OUTPUT_DIR)"
+
+report: $(STAMP)
+	$(PY) -m open_r1_egsw.report --results-dir "$(OUTPUT_DIR)"
+
+# GPU evaluation environment (Linux + CUDA): lighteval's vLLM backend with the vllm and transformers it was built
+# against, plus this repo's answer checking (math-verify); the package itself comes from src/ via PYTHONPATH.
+install-eval-gpu:
+	test -x $(EVAL_VENV)/bin/python || $(PYTHON) -m venv $(EVAL_VENV)
+	$(EVAL_VENV)/bin/pip install -q "lighteval[vllm]==0.13.0" "vllm==0.10.1.1" "transformers==4.56.2" \
+		"latex2sympy2_extended==1.0.6" "math-verify==0.5.2" "xxhash<4" "matplotlib>=3.8"
+	$(EVAL_VENV)/bin/python -c "import lighteval, vllm; print('lighteval', lighteval.__version__, 'vllm', vllm.__version__)"
+
+# --- cluster path (README "Training on a cluster") ---------------------------------------------------------------
+.PHONY: install-gpu vllm-serve
+
+# GPU training environment: vllm==0.31.0 (setup.py's `gpu` extra, inside TRL 1.16's 0.22-0.31 range) and the CUDA
+# torch it requires. Run on a GPU machine; it was not run on the CPU-only machine this repository is tested on.
+install-gpu: $(STAMP)
+	$(PY) -m pip install -e ".[gpu]"
+
+# vLLM server for RECIPE's model on this machine's last VLLM_TP x VLLM_DP GPUs (pair with `make train RECIPE=...`
+# in a second shell on the same node, which then trains on the other GPUs). VLLM_GPU_IDS overrides the GPUs; ARGS
+# are the same recipe overrides as for `make train` (the server serves the model the trainer trains).
+vllm-serve: $(STAMP)
+	$(PY) -m open_r1_egsw.launch serve --recipe $(RECIPE) $(if $(VLLM_TP),--vllm-tp $(VLLM_TP)) $(if $(VLLM_DP),--vllm-dp $(VLLM_DP)) $(if $(VLLM_GPU_IDS),--gpu-ids $(VLLM_GPU_IDS)) --exec -- $(ARGS)

@@ -1,0 +1,181 @@
+"""The four benchmarks: where their data lives, how a row becomes a prompt, and how a completion is scored.
+
+A registry in open-r1's style (`LIGHTEVAL_TASKS`, one `register_lighteval_task(...)` call per task), without any
+lighteval import: `run.py` validates task names with it before paying lighteval's import time, `local_data.py` writes
+files in each benchmark's schema from it, and `tasks.py` turns each entry into a lighteval task config.
+
+Prompts (open-r1 style):
+
+- Math (MATH-500, AIME 2024, AIME 2025): the problem, then "Please reason step by step, and put your final answer
+  within \\boxed{}." Gold: the `answer` column (bare LaTeX such as `3\\sqrt{13}` or an AIME integer such as `025`),
+  checked by math-verify through `open_r1_egsw.answers`.
+- GPQA Diamond: open-r1's multiple-choice template. The correct and the three incorrect answers are shuffled with a
+  seed derived from the question text, so a question always shows the same order (on every run, machine and Python
+  version), and the gold is the letter of the correct answer.
+
+Data: the real hub ids. A local directory replaces them offline (`--data-dir DIR` or `$EGSW_EVAL_DATA_DIR`): it holds
+one sub-directory per task, named by `BenchmarkSpec.local_dir`, with the evaluation split as `<split>.jsonl` (or
+.parquet / .json) in the hub data set's columns, e.g. `DIR/math_500/test.jsonl`, `DIR/gpqa_diamond/train.jsonl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from string import ascii_uppercase
+
+from .scoring import score_choice, score_math
+
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+GPQA_TEMPLATE = (
+    "Answer the following multiple choice question. The last line of your response should be of the following "
+    "format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. Think step by step before answering.\n\n"
+    "{question}\n\nA) {A}\nB) {B}\nC) {C}\nD) {D}"
+)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One row made ready for generation: the user message, the gold, and the row's gold as shown in the details."""
+
+    query: str
+    gold: str  # math: the answer as math-verify reads it; GPQA: the correct letter
+    choices: tuple[str, ...] = ()  # GPQA: the options in the order shown
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """A benchmark task: data location, columns, prompt and scorer."""
+
+    name: str  # the task name users type (lighteval's own name for it)
+    hub_repo: str
+    hub_subset: str
+    split: str
+    local_dir: str  # sub-directory of a local data directory
+    columns: tuple[str, ...]  # columns the prompt function reads
+    make_prompt: Callable[[dict], Prompt]
+    score: Callable[[str, str], tuple[float, bool]]  # (gold, completion) -> (correct, answer found)
+    kind: str  # "math" or "choice"
+    extra_columns: tuple[str, ...] = field(default=())  # other columns of the hub schema (local data carries them)
+
+
+def math_prompt(row: dict) -> Prompt:
+    """MATH / AIME row -> prompt; the gold is the `answer` column."""
+    return Prompt(query=f"{row['problem'].strip()}\n\n{MATH_INSTRUCTION}", gold=str(row["answer"]).strip())
+
+
+def gpqa_option_order(question: str) -> list[int]:
+    """Deterministic permutation of the 4 options (0 = correct, 1-3 = incorrect answers 1-3) for a question.
+
+    Seeded by the SHA-256 of the question text, not by Python's salted `hash()`, so it is the same on every run.
+    """
+    order = [0, 1, 2, 3]
+    random.Random(int(hashlib.sha256(question.encode()).hexdigest()[:16], 16)).shuffle(order)
+    return order
+
+
+def gpqa_prompt(row: dict) -> Prompt:
+    """GPQA row -> multiple-choice prompt; the gold is the letter at which the correct answer is shown."""
+    question = row["Question"].strip()
+    answers = [row["Correct Answer"], row["Incorrect Answer 1"], row["Incorrect Answer 2"], row["Incorrect Answer 3"]]
+    answers = [str(answer).strip() for answer in answers]
+    order = gpqa_option_order(question)
+    shown = [answers[i] for i in order]
+    letters = ascii_uppercase[:4]
+    query = GPQA_TEMPLATE.format(question=question, **dict(zip(letters, shown)))
+    return Prompt(query=query, gold=letters[order.index(0)], choices=tuple(shown))
+
+
+LIGHTEVAL_TASKS: dict[str, BenchmarkSpec] = {}
+
+
+def register_lighteval_task(spec: BenchmarkSpec) -> BenchmarkSpec:
+    """Add a benchmark to `LIGHTEVAL_TASKS`; a taken name is refused."""
+    if spec.name in LIGHTEVAL_TASKS:
+        raise ValueError(f"Benchmark task {spec.name!r} is already registered.")
+    LIGHTEVAL_TASKS[spec.name] = spec
+    return spec
+
+
+register_lighteval_task(
+    BenchmarkSpec(
+        name="math_500",
+        hub_repo="HuggingFaceH4/MATH-500",
+        hub_subset="default",
+        split="test",
+        local_dir="math_500",
+        columns=("problem", "answer"),
+        extra_columns=("solution", "subject", "level", "unique_id"),
+        make_prompt=math_prompt,
+        score=score_math,
+        kind="math",
+    )
+)
+register_lighteval_task(
+    BenchmarkSpec(
+        name="aime24",
+        hub_repo="HuggingFaceH4/aime_2024",
+        hub_subset="default",
+        split="train",
+        local_dir="aime24",
+        columns=("problem", "answer"),
+        extra_columns=("id", "solution", "url", "year"),
+        make_prompt=math_prompt,
+        score=score_math,
+        kind="math",
+    )
+)
+register_lighteval_task(
+    BenchmarkSpec(
+        name="aime25",
+        hub_repo="yentinglin/aime_2025",
+        hub_subset="default",
+        split="train",
+        local_dir="aime25",
+        columns=("problem", "answer"),  # the two columns lighteval 0.13's own aime25 task reads
+        make_prompt=math_prompt,
+        score=score_math,
+        kind="math",
+    )
+)
+register_lighteval_task(
+    BenchmarkSpec(
+        name="gpqa:diamond",
+        hub_repo="Idavidrein/gpqa",  # gated: accept the terms on the hub and log in (HF_TOKEN) once, on the cluster
+        hub_subset="gpqa_diamond",
+        split="train",
+        local_dir="gpqa_diamond",
+        columns=("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"),
+        extra_columns=("Record ID", "High-level domain", "Subdomain"),
+        make_prompt=gpqa_prompt,
+        score=score_choice,
+        kind="choice",
+    )
+)
+
+ALL = "all"
+
+
+def task_slug(name: str) -> str:
+    """File-system name of a task ("gpqa:diamond" -> "gpqa_diamond")."""
+    return name.replace(":", "_").replace("|", "_")
+
+
+def resolve_tasks(spec: str) -> list[str]:
+    """Comma-separated task names (or "all") -> registered names, in the order given, without duplicates.
+
+    Raises:
+        ValueError: one line naming the unknown task(s) and every valid name.
+    """
+    names: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        expanded = list(LIGHTEVAL_TASKS) if part == ALL else [part]
+        names += [n for n in expanded if n not in names]
+    unknown = [n for n in names if n not in LIGHTEVAL_TASKS]
+    if unknown or not names:
+        valid = ", ".join([*LIGHTEVAL_TASKS, ALL])
+        raise ValueError(f"unknown task {', '.join(map(repr, unknown)) or repr(spec)}; valid tasks: {valid}")
+    return names

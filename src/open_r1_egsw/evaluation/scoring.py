@@ -1,0 +1,84 @@
+"""Scoring of benchmark completions: math answers (through `open_r1_egsw.answers`), GPQA letters, pass@k.
+
+Pure functions, no lighteval import: the lighteval metric in `tasks.py` calls them, and the tests feed them fixed
+completions.
+
+1. Math: `score_math(gold, completion)` is `answers.verify_answer` (math-verify, the last `\\boxed{}` wins, gold wrapped
+   in `$...$`, leading zeros equal); a completion without a parseable answer scores 0. Rows whose gold does not parse
+   never reach it: the prompt functions drop them and count them (`TaskStats.skipped_gold`).
+2. GPQA: `extract_choice_letter` reads the chosen option letter. Explicit statements ("Answer: B", "the answer is (C)",
+   "\\boxed{D}", "the correct option is A") take precedence over bare parenthesised letters "(C)" and lines holding only a
+   letter; within a tier the LAST occurrence wins (a model that changes its mind ends with its final choice). A letter
+   must stand alone: the "B" of "Because" or the "A" of "CAD" is never read, and restated option lists ("A) ...")
+   are not answers.
+3. pass@k: the unbiased estimator of Chen et al. 2021 (huggingface.co/papers/2107.03374), 1 - C(n-c, k) / C(n, k) for
+   c correct samples out of n. For k = 1 it is c / n, the mean correctness, which is what the tasks report as pass@1.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from open_r1_egsw.answers import parse_completion, verify_answer
+
+CHOICE_LETTERS = "ABCD"
+
+# A standalone option letter: not preceded or followed by a letter or digit ("Because", "CAD", "A1" do not count).
+_LETTER = r"(?<![A-Za-z0-9])\(?\s*([ABCD])\s*\)?(?![A-Za-z0-9])"
+# Tier 1: the model states its answer.
+_STATED = [
+    re.compile(
+        r"(?i:answer|(?:correct|final|right|best)\s+(?:option|choice))(?:\s+(?i:is))?\s*[:：]?\s*(?:\*\*)?\s*\$?\s*"
+        + _LETTER
+    ),
+    re.compile(r"\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{\s*)?\(?([ABCD])\)?\s*\}"),
+]
+# Tier 2: a parenthesised letter, or a line holding nothing but a letter (with optional punctuation / bold).
+_BARE = [
+    re.compile(r"\(([ABCD])\)"),
+    re.compile(r"(?m)^[\s*]*([ABCD])[\s*.)]*$"),
+]
+
+
+def _last_match(patterns: list[re.Pattern], text: str) -> str | None:
+    """The letter of the right-most match of any pattern (ties impossible: one position holds one letter)."""
+    best: tuple[int, str] | None = None
+    for pattern in patterns:
+        for match in pattern.finditer(text):
+            if best is None or match.start(1) > best[0]:
+                best = (match.start(1), match.group(1))
+    return None if best is None else best[1]
+
+
+def extract_choice_letter(completion: str) -> str | None:
+    """The option letter (A-D) a completion chooses, or None (see the module docstring, 2.)."""
+    if not isinstance(completion, str):
+        return None
+    return _last_match(_STATED, completion) or _last_match(_BARE, completion)
+
+
+def score_choice(gold_letter: str, completion: str) -> tuple[float, bool]:
+    """(1.0 if the chosen letter is the gold letter else 0.0, whether a letter was found)."""
+    letter = extract_choice_letter(completion)
+    return (1.0 if letter == gold_letter else 0.0), letter is not None
+
+
+def score_math(gold: str, completion: str) -> tuple[float, bool]:
+    """(math-verify correctness, whether the completion has a parseable answer).
+
+    The gold must parse (the prompt functions drop rows whose gold does not); if it does not, the completion scores 0.
+    """
+    found = bool(parse_completion(completion))
+    if not found:
+        return 0.0, False
+    return (verify_answer(gold, completion) or 0.0), True
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}.")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

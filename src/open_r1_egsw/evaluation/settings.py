@@ -1,0 +1,89 @@
+"""Generation settings of the benchmark evaluation: the one place they are set.
+
+Every value that shapes a completion (sampling temperature and top-p, the token budget, the number of samples per
+problem, the seed, the system prompt) lives in `GenerationSettings`. `run.py` builds the lighteval model and the task
+configs from one instance and writes `to_dict()` into every results file, so a score is never separated from the
+settings that produced it. Command-line flags (`--temperature`, `--max-new-tokens`, ...) replace single fields of a
+profile; they do not introduce other defaults.
+
+Two profiles:
+
+- `BENCHMARK`: Qwen2.5-Math-7B on the real benchmarks. The model has 4096 positions (`max_position_embeddings`), so
+  prompt + completion must fit in 4096 tokens: 3072 new tokens leave 1024 for the prompt (a GPQA Diamond prompt is
+  about 300-700 tokens with the Qwen tokenizer; lighteval's vLLM backend left-truncates a longer prompt and warns).
+  Temperature 0.6 / top-p 0.95 are the values open-r1 and DeepSeek-R1 report pass@1 with.
+- `EMBEDDED`: the tiny embedded Qwen2 (`python -m open_r1_egsw.embedded`), 512 positions, trained on completions of
+  about 25 tokens with the embedded system prompt: 48 new tokens, the same sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from open_r1_egsw.embedded import SYSTEM_PROMPT as EMBEDDED_SYSTEM_PROMPT
+
+# Offline override of the benchmark data: a directory with one sub-directory per task (see tasks.py).
+DATA_DIR_ENV = "EGSW_EVAL_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How completions are generated for every benchmark task.
+
+    Parameters:
+        temperature (`float`, defaults to `0.6`):
+            Sampling temperature, >= 0. 0 is greedy decoding and then requires `num_samples == 1`.
+        top_p (`float`, defaults to `0.95`):
+            Nucleus sampling threshold, in (0, 1].
+        max_new_tokens (`int`, defaults to `3072`):
+            Completion budget in tokens; also each task's lighteval `generation_size`.
+        max_model_length (`int`, defaults to `4096`):
+            Prompt + completion budget in tokens (vLLM `max_model_len`, transformers `max_length`). Capped at run time
+            by the model's own `max_position_embeddings` when that is smaller.
+        num_samples (`int`, defaults to `1`):
+            Completions sampled per problem (k). The reported pass@1 is the mean correctness over the k samples, the
+            unbiased pass@1 estimator of Chen et al. 2021 (huggingface.co/papers/2107.03374).
+        seed (`int`, defaults to `1234`):
+            Seed of the sampler (vLLM `seed`, `torch.manual_seed` before each task on the transformers backend).
+        system_prompt (`str` or `None`, defaults to `None`):
+            System message put before every prompt (chat template models only); None sends none.
+    """
+
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 3072
+    max_model_length: int = 4096
+    num_samples: int = 1
+    seed: int = 1234
+    system_prompt: str | None = None
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
+        if self.temperature == 0 and self.num_samples > 1:
+            raise ValueError(
+                f"num_samples={self.num_samples} with temperature=0 would repeat one greedy completion; "
+                "set a temperature > 0 or num_samples=1."
+            )
+        if not 0 < self.max_new_tokens < self.max_model_length:
+            raise ValueError(
+                f"max_new_tokens ({self.max_new_tokens}) must be positive and below max_model_length "
+                f"({self.max_model_length}): prompt + completion must fit in the model's context."
+            )
+
+    def override(self, **changes) -> GenerationSettings:
+        """A copy with the given fields replaced; None values are ignored (a flag that was not given)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+BENCHMARK = GenerationSettings()
+EMBEDDED = GenerationSettings(max_new_tokens=48, max_model_length=512, system_prompt=EMBEDDED_SYSTEM_PROMPT)
+
+PROFILES = {"benchmark": BENCHMARK, "embedded": EMBEDDED}
