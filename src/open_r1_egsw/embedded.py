@@ -32,7 +32,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-ASSET_VERSION = 1  # bump when the data, tokenizer or model construction changes
+ASSET_VERSION = 2  # bump when the data, tokenizer or model construction changes
 DEFAULT_ROOT = Path(".cache/embedded")
 SFT_RECIPE = Path("recipes/tiny/sft/config.yaml")
 
@@ -56,7 +56,8 @@ class EmbeddedSpec:
     seed: int = 0
     num_train: int = 4000
     num_test: int = 200
-    max_operand: int = 99  # operands in [0, max_operand]
+    min_operand: int = 10  # operands in [min_operand, max_operand]
+    max_operand: int = 99
     vocab_size: int = 400
     hidden_size: int = 128
     intermediate_size: int = 256
@@ -96,15 +97,21 @@ class EmbeddedPaths:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def reasoning(a: int, b: int) -> str:
+    """`37 + 48 = 70 + 15 = 85`: tens and units added separately, then combined (one-digit facts at each step)."""
+    return f"{a} + {b} = {10 * (a // 10 + b // 10)} + {a % 10 + b % 10} = {a + b}"
+
+
 def reference_completion(a: int, b: int) -> str:
     """The completion the SFT warm start imitates; it passes the `format` and `accuracy` rewards."""
-    return f"<think>\n{a} + {b} = {a + b}\n</think>\n<answer>\n\\boxed{{{a + b}}}\n</answer>"
+    return f"<think>\n{reasoning(a, b)}\n</think>\n<answer>\n\\boxed{{{a + b}}}\n</answer>"
 
 
 def make_rows(spec: EmbeddedSpec) -> dict[str, list[dict]]:
     """Train and test rows, disjoint in (a, b), deterministic in `spec.seed`."""
     rng = random.Random(spec.seed)
-    pairs = [(a, b) for a in range(spec.max_operand + 1) for b in range(spec.max_operand + 1)]
+    operands = range(spec.min_operand, spec.max_operand + 1)
+    pairs = [(a, b) for a in operands for b in operands]
     rng.shuffle(pairs)
     needed = spec.num_train + spec.num_test
     if needed > len(pairs):
@@ -115,10 +122,10 @@ def make_rows(spec: EmbeddedSpec) -> dict[str, list[dict]]:
         rows[split] = [
             {
                 "problem": f"What is {a} + {b}?",
-                "solution": f"{a} + {b} = {a + b}. The answer is $\\boxed{{{a + b}}}$.",
+                "solution": f"{reasoning(a, b)}. The answer is $\\boxed{{{a + b}}}$.",
                 "answer": str(a + b),
                 "completion_reference": reference_completion(a, b),
-                "level": "Level 1" if max(a, b) < 10 else "Level 2",
+                "level": "Level 1" if (a % 10) + (b % 10) < 10 else "Level 2",
                 "type": "Arithmetic",
             }
             for a, b in split_pairs
@@ -256,7 +263,8 @@ def warm_start(paths: EmbeddedPaths, recipe: Path = SFT_RECIPE, extra_args: list
         return paths.sft_model
     from . import sft
 
-    args = ["--config", str(recipe), "--output_dir", str(paths.sft_model), "--overwrite_output_dir", "true"]
+    args = ["--config", str(recipe), "--model_name_or_path", str(paths.base_model), "--dataset_name", str(paths.data),
+            "--output_dir", str(paths.sft_model), "--overwrite_output_dir", "true"]  # fmt: skip
     sft.cli_main(args + list(extra_args or []))
     stamp.write_text(json.dumps(key))
     return paths.sft_model

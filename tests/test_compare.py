@@ -1,0 +1,209 @@
+"""compare.py: numbers read back from fabricated run files, and the --quick comparison end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from open_r1_egsw import compare
+from open_r1_egsw.utils import MetricsJSONLCallback
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_run(run_dir: Path, rewards, lengths, accuracy_after=None, runtime=None, returncode=None, extra=None):
+    """Write a run as the trainer does: metrics.jsonl through the real MetricsJSONLCallback, then accuracy.json."""
+    run_dir.mkdir(parents=True)
+    callback = MetricsJSONLCallback(str(run_dir))
+    for step, (reward, length) in enumerate(zip(rewards, lengths), start=1):
+        logs = {"reward": reward, "completions/mean_length": length, "entropy": 0.5, **(extra or {})}
+        state = SimpleNamespace(is_world_process_zero=True, global_step=step, epoch=step / 100)
+        callback.on_log(None, state, None, logs=logs)
+    if runtime is not None:  # the end-of-training summary record: no "reward", so not a training step
+        state = SimpleNamespace(is_world_process_zero=True, global_step=len(rewards), epoch=0.04)
+        callback.on_log(None, state, None, logs={"train_runtime": runtime, "train_loss": 0.1})
+    if accuracy_after is not None:
+        accuracy = {"accuracy_before": 0.1, "accuracy_after": accuracy_after, "accuracy_rows": 10}
+        (run_dir / "accuracy.json").write_text(json.dumps(accuracy))
+    if returncode is not None:
+        (run_dir / compare.RUN_RECORD).write_text(json.dumps({"returncode": returncode, "error": "boom"}))
+
+
+@pytest.fixture
+def fabricated(tmp_path):
+    """Two methods x two seeds, 4 logged steps each, plus a crashed third egsw seed.
+
+    With threshold 0.5 and a trailing window of 2 logged steps:
+    grpo seed0 rewards .2 .4 .6 .8 -> smoothed .2 .3 .5 .7: reaches 0.5 at step 3; lengths 10..16 -> mean 13
+    grpo seed1 rewards .1 .1 .2 .3 -> smoothed .1 .1 .15 .25: not reached;          lengths 20 -> mean 20
+    egsw seed0 rewards .5 .7 .9 1. -> smoothed .5 ...: step 1;                        lengths 8  -> mean 8
+    egsw seed1 rewards .3 .7 .7 .7 -> smoothed .3 .5 ...: step 2;                     lengths 10 -> mean 10
+    egsw seed2 crashed after 2 steps (returncode 1, no accuracy.json): reported, not counted.
+    """
+    fake_run(tmp_path / "grpo/seed0", [0.2, 0.4, 0.6, 0.8], [10, 12, 14, 16], 0.5, runtime=10.0)
+    fake_run(tmp_path / "grpo/seed1", [0.1, 0.1, 0.2, 0.3], [20, 20, 20, 20], 0.3, runtime=20.0)
+    ess = {"egsw/ess": 0.9, "egsw/weight_min": 0.2, "egsw/weight_max": 3.0, "egsw/weight_std": 0.4}
+    fake_run(tmp_path / "egsw/seed0", [0.5, 0.7, 0.9, 1.0], [8, 8, 8, 8], 0.7, runtime=30.0, extra=ess)
+    fake_run(tmp_path / "egsw/seed1", [0.3, 0.7, 0.7, 0.7], [10, 10, 10, 10], 0.9, runtime=40.0, extra=ess)
+    fake_run(tmp_path / "egsw/seed2", [0.9, 0.9], [5, 5], returncode=1, extra=ess)
+    return tmp_path
+
+
+def test_trailing_mean_and_threshold():
+    """The trailing mean uses fewer values at the start and skips None; the threshold is inclusive."""
+    assert compare.trailing_mean([1.0, None, 3.0, 5.0], 2) == [1.0, 1.0, 3.0, 4.0]
+    assert compare.steps_to_threshold([5, 10, 15], [0.0, 1.0, 1.0], 1.0, 2) == 15
+    assert compare.steps_to_threshold([5, 10, 15], [0.0, 1.0, 1.0], 1.0, 1) == 10
+    assert compare.steps_to_threshold([5, 10], [0.0, 0.1], 1.0, 1) is None
+
+
+def test_aggregate_fabricated_runs(fabricated):
+    """Final accuracy mean/std, steps to threshold and mean completion length, exactly, per seed and per method."""
+    result = compare.aggregate(fabricated, ["grpo", "egsw"], threshold=0.5, window=2)
+    grpo, egsw = (result["groups"][m] for m in ("grpo", "egsw"))
+    assert [r["steps_to_threshold"] for r in grpo["runs"]] == [3, None]
+    assert [r["mean_completion_length"] for r in grpo["runs"]] == [13.0, 20.0]
+    g = grpo["summary"]
+    assert (g["runs"], g["runs_ok"]) == (2, 2)
+    assert g["final_accuracy_mean"] == pytest.approx(0.4)
+    assert g["final_accuracy_std"] == pytest.approx(0.1414213562)  # sample std of (0.5, 0.3)
+    assert (g["final_accuracy_min"], g["final_accuracy_max"]) == (0.3, 0.5)
+    assert (g["steps_to_threshold_reached"], g["steps_to_threshold_mean"]) == (1, 3.0)
+    assert g["mean_completion_length"] == pytest.approx(16.5)
+    assert g["final_reward_mean"] == pytest.approx((0.7 + 0.25) / 2)
+    assert g["train_runtime_s_mean"] == pytest.approx(15.0)
+    assert g["egsw/ess"] is None  # GRPO logs no weights
+
+    e = egsw["summary"]
+    assert (e["runs"], e["runs_ok"]) == (3, 2)  # the crashed seed is counted, not aggregated
+    assert e["final_accuracy_mean"] == pytest.approx(0.8)
+    assert e["final_accuracy_std"] == pytest.approx(0.1414213562)
+    assert (e["steps_to_threshold_reached"], e["steps_to_threshold_mean"]) == (2, 1.5)
+    assert e["mean_completion_length"] == pytest.approx(9.0)
+    assert e["egsw/ess"] == pytest.approx(0.9) and e["egsw/weight_max"] == pytest.approx(3.0)
+    assert result["failures"] == [
+        {"group": "egsw", "seed": 2, "status": "failed", "dir": str(fabricated / "egsw/seed2"), "error": "boom"}
+    ]
+
+
+def test_markdown_table_rows(fabricated):
+    """The compare table: one row per method, in order, with the formatted numbers above."""
+    result = compare.aggregate(fabricated, ["grpo", "egsw"], threshold=0.5, window=2)
+    lines = compare.compare_table(result, 0.5).splitlines()
+    assert lines[0].startswith("| method | runs ok | final accuracy (mean ± std) | min – max |")
+    assert "steps to reward ≥ 0.5" in lines[0]
+    assert (
+        lines[2]
+        == "| grpo | 2/2 | 0.400 ± 0.141 | 0.300 – 0.500 | 0.100 | 3.0 (1/2) | 16.5 | 0.475 | 0.500 | n/a | 15 |"
+    )
+    assert (
+        lines[3]
+        == "| egsw | 2/3 | 0.800 ± 0.141 | 0.700 – 0.900 | 0.100 | 1.5 (2/2) | 9.0 | 0.825 | 0.500 | n/a | 35 |"
+    )
+    assert len(lines) == 4
+    assert "egsw seed 2: failed" in compare.failures_text(result)
+
+
+def test_curves_mean_and_band(fabricated):
+    """A curve is the mean over the ok runs of the smoothed metric, with their min and max."""
+    loaded = compare.aggregate(fabricated, ["grpo"], threshold=0.5, window=1)["groups"]["grpo"]["_loaded"]
+    steps, mean, low, high = compare.curve(loaded, "completions/mean_length", window=1)
+    assert steps == [1, 2, 3, 4]
+    assert mean == [15.0, 16.0, 17.0, 18.0] and low == [10, 12, 14, 16] and high == [20, 20, 20, 20]
+    assert compare.curve(loaded, "egsw/ess", window=1) is None
+
+
+def test_sweep_report_and_heatmap(tmp_path):
+    """The sweep table parses (alpha, P) from the run folders; the heatmap leaves unrun cells blank."""
+    fake_run(tmp_path / "a0.3_p1/seed0", [0.5], [8], 0.6, extra={"egsw/ess": 0.8, "egsw/weight_min": 0.1})
+    fake_run(tmp_path / "a0.8_p1.5/seed0", [0.5], [8], 0.4, extra={"egsw/ess": 0.7, "egsw/weight_min": 0.2})
+    result = compare.aggregate(tmp_path, ["a0.3_p1", "a0.8_p1.5"], threshold=0.5, window=1)
+    rows = compare.sweep_table(result).splitlines()
+    assert rows[2].startswith("| 0.3 | 1 | 1/1 | 0.600 ± 0.000 | 0.100 |") and "| 0.800 |" in rows[2]
+    assert rows[3].startswith("| 0.8 | 1.5 | 1/1 | 0.400 ± 0.000 | 0.200 |")
+    assert compare.parse_setting(compare.setting_label(0.1, 2.0)) == (0.1, 2.0)
+    config = {"command": "test", "seeds": [0], "overrides": [], "recipe_sha256": {}, "machine": "test", "wall_s": 0.0,
+              "jobs": 1, "alphas": compare.SWEEP_ALPHAS, "temperatures": compare.SWEEP_TEMPERATURES}  # fmt: skip
+    compare.write_sweep_report(result, config, tmp_path)
+    assert (tmp_path / "sweep_heatmap.png").read_bytes()[:8] == PNG_MAGIC
+    assert "| 0.8 | 1.5 |" in (tmp_path / "sweep.md").read_text()
+
+
+def test_runs_with_different_recipes_are_flagged(tmp_path):
+    """Two seeds of one method that ran different recipe files (edited mid-comparison) raise a warning."""
+    for seed, digest in ((0, "aaaaaaaaaaaa"), (1, "bbbbbbbbbbbb")):
+        fake_run(tmp_path / f"egsw/seed{seed}", [0.5], [8], 0.5)
+        record = {"returncode": 0, "recipe_sha256": digest}
+        (tmp_path / f"egsw/seed{seed}" / compare.RUN_RECORD).write_text(json.dumps(record))
+    result = compare.aggregate(tmp_path, ["egsw"], threshold=0.5, window=1)
+    assert result["warnings"] == ["egsw: its runs used different recipes (sha256[:12] aaaaaaaaaaaa, bbbbbbbbbbbb)"]
+    assert "Warning: egsw: its runs used different recipes" in compare.failures_text(result)
+
+
+def test_recipes_are_snapshotted(tmp_path):
+    """Runs read a copy of each recipe taken at launch, so edits to recipes/ during a comparison cannot leak in."""
+    snapshots = compare.snapshot_recipes({"grpo": str(ROOT / compare.METHOD_RECIPES["grpo"])}, tmp_path)
+    assert snapshots == {"grpo": str(tmp_path / "recipes/grpo.yaml")}
+    assert Path(snapshots["grpo"]).read_bytes() == (ROOT / compare.METHOD_RECIPES["grpo"]).read_bytes()
+
+
+def test_tiny_recipes_compare_like_for_like():
+    """The four tiny recipes differ only in method keys (EGSW / clip keys, output_dir)."""
+    assert compare.recipe_drift({m: str(ROOT / p) for m, p in compare.METHOD_RECIPES.items()}) == []
+
+
+def test_recipe_drift_is_reported(tmp_path):
+    """A shared key that differs is named; method keys may differ."""
+    (tmp_path / "a.yaml").write_text("learning_rate: 1.0e-4\nuse_egsw: true\noutput_dir: a\n")
+    (tmp_path / "b.yaml").write_text("learning_rate: 2.0e-4\nuse_egsw: false\nentropy_clip: clip_b\noutput_dir: b\n")
+    drift = compare.recipe_drift({"a": str(tmp_path / "a.yaml"), "b": str(tmp_path / "b.yaml")})
+    assert drift == ["learning_rate: 0.0001 in a vs 0.0002 in b"]
+
+
+def run_compare(*args, timeout=900):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "open_r1_egsw.compare", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=ROOT)  # fmt: skip
+
+
+def tiny_overrides(assets):
+    """grpo.py flags pointing the recipes at the session's tiny assets (random base model: fast, not accurate)."""
+    return ["--model_name_or_path", assets.base_model, "--dataset_name", assets.data, "--max_completion_length", "8",
+            "--per_device_train_batch_size", "16"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_quick_compare_end_to_end(tiny_assets, tmp_path):
+    """--quick: 4 methods x 2 seeds x 2 steps run as grpo.py subprocesses; table, JSON and PNGs come out."""
+    out = tmp_path / "compare"
+    proc = run_compare("--quick", "--jobs", "2", "--output_dir", out, "--", *tiny_overrides(tiny_assets))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (out / "compare.md").read_text()
+    for method in ("grpo", "egsw", "clip_b", "clip_v"):
+        assert f"| {method} | 2/2 |" in table
+        for seed in (0, 1):
+            records = [r for r in json.loads((out / "compare.json").read_text())["groups"][method]["runs"]]
+            assert [r["steps"] for r in records] == [2, 2] and records[seed]["final_accuracy"] is not None
+    assert "No failed runs." in table and "Warning" not in table
+    assert (out / "recipes/clip_v.yaml").exists()  # the recipes as they were at launch
+    for name in ("reward", "entropy", "completion_length", "ess", "curves"):
+        data = (out / f"{name}.png").read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 2000, name
+
+
+@pytest.mark.slow
+def test_crashed_run_keeps_finished_results(tiny_assets, tmp_path):
+    """A method whose runs crash is reported; the finished method's numbers are still aggregated (exit code 1)."""
+    out = tmp_path / "compare"
+    # egsw_controller needs use_egsw: the GRPO run fails at config validation, the EGSW run trains
+    proc = run_compare("--quick", "--methods", "grpo", "egsw", "--seeds", "0", "--max_steps", "1", "--output_dir", out,
+                       "--", *tiny_overrides(tiny_assets), "--egsw_controller", "entropy")  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (out / "compare.md").read_text()
+    assert "| egsw | 1/1 |" in table and "| grpo | 0/1 | n/a |" in table
+    assert "grpo seed 0: failed" in table and "egsw_controller needs use_egsw" in table
