@@ -3,7 +3,7 @@
 #   make test    # the whole test suite, slow end-to-end tests included (what CI runs)
 # Both create .venv and install the pinned CPU stack into it when it is absent or older than setup.py.
 
-.PHONY: install train test test-fast quality style bench clean
+.PHONY: install train test test-fast quality style bench clean compare sweep
 
 PYTHON ?= python3
 VENV := .venv
@@ -35,6 +35,8 @@ else
 endif
 
 test: $(STAMP)
+	# shellcheck (Debian package) for tests/test_launch.py's script checks; best effort, root only
+	command -v shellcheck >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; } || true
 	$(PY) -m pytest -q -ra
 
 test-fast: $(STAMP)
