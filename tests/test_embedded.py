@@ -237,7 +237,10 @@ def test_warm_start_trains_once_and_is_reused(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(paths.base_model)
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
-    assert AutoTokenizer.from_pretrained(out).chat_template == AutoTokenizer.from_pretrained(paths.base_model).chat_template
+    assert (
+        AutoTokenizer.from_pretrained(out).chat_template
+        == AutoTokenizer.from_pretrained(paths.base_model).chat_template
+    )
     before = mtimes(out)
     assert warm_start(paths, extra_args=extra) == out
     assert mtimes(out) == before  # up to date: not retrained
