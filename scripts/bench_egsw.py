@@ -8,11 +8,13 @@ generation batches (GRPO, EGSW, GRPO, EGSW, ...), so load on the machine hits bo
 scoring (+ EGSW's entropy pass, gather and weights) + loss + backward. The reported ratio is the median of the
 per-step ratios EGSW/GRPO after `--warmup` steps. Both run at learning rate 0: they keep sampling from the same
 policy and generate the same lengths, so the ratio measures EGSW's own cost, not a difference in what was learned.
-Two settings are timed. "aligned" is the tiny recipes as they are: transformers generation, no old-logps forward
-in TRL, so EGSW adds one no-grad policy forward per generation batch (on CPU with a tiny model a forward costs about
-as much as generating, so this is the worst case). "trl-forward" adds `--steps_per_generation 2`, under which TRL
-itself runs its no-grad old-logps forward (as it always does with vLLM's importance-sampling correction, the cluster
-setting): EGSW reuses that forward's entropies and adds only the gather and the weights.
+Three settings are timed. "aligned" is the tiny recipes as they are: transformers generation, no old-logps forward
+in TRL, so EGSW takes the entropies from the logits `generate` already computes (a forward hook) and adds no
+forward pass. "trl-forward" adds `--steps_per_generation 2`, under which TRL itself runs its no-grad old-logps
+forward (as it always does with vLLM's importance-sampling correction, the cluster setting): EGSW reuses that
+forward's entropies and adds only the gather and the weights. "extra-forward" is "aligned" with the generation
+hook switched off, which is what EGSW pays where neither source exists (vLLM without IS correction, continuous
+batching, tools): one extra no-grad policy forward per generation batch.
 Peak memory: each recipe runs `--steps` steps in its own `grpo.py` process, alternating, `--repeats` times; the
 peak RSS of each process comes from `os.wait4`; median over repeats. The target is <= 1.03 for both ratios.
 """
@@ -53,7 +55,9 @@ def run_once(recipe: str, steps: int, out_dir: Path, extra: list[str]) -> tuple[
     return times, rusage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
-def time_alternating(grpo_recipe: str, egsw_recipe: str, steps: int, warmup: int, extra: list[str]) -> dict:
+def time_alternating(
+    grpo_recipe: str, egsw_recipe: str, steps: int, warmup: int, extra: list[str], generation_hook: bool = True
+) -> dict:
     """Per-step wall times of the two trainers, alternated on the same generation batches."""
     import torch
     from trl import ModelConfig
@@ -68,6 +72,8 @@ def time_alternating(grpo_recipe: str, egsw_recipe: str, steps: int, warmup: int
             argv = ["--config", recipe, "--learning_rate", "0.0", "--output_dir", f"{tmp}/{name}", "--report_to",
                     "none", *extra]  # fmt: skip
             trainers[name], _ = build_trainer(*parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv))
+        if not generation_hook:  # what EGSW pays without the generation logits: one extra no-grad forward
+            trainers["egsw"]._entropies_from_generation = lambda: False
     batches = iter(trainers["grpo"].get_train_dataloader())
     times = {"grpo": [], "egsw": []}
     for _ in range(steps + warmup):
@@ -96,10 +102,11 @@ def main() -> None:
     args = parser.parse_args()
     extra = shlex.split(args.extra)
 
-    settings = {"aligned": [], "trl-forward": ["--steps_per_generation", "2"]}
+    settings = {"aligned": ([], True), "trl-forward": (["--steps_per_generation", "2"], True),
+                "extra-forward": ([], False)}  # fmt: skip
     timings = {}
-    for setting, flags in settings.items():
-        times = time_alternating(args.grpo, args.egsw, args.steps, args.warmup, extra + flags)
+    for setting, (flags, hook) in settings.items():
+        times = time_alternating(args.grpo, args.egsw, args.steps, args.warmup, extra + flags, generation_hook=hook)
         ratios = [e / g for e, g in zip(times["egsw"], times["grpo"])]
         timings[setting] = ({name: statistics.median(v) for name, v in times.items()}, statistics.median(ratios))
         print(f"timed {setting}: ratio {timings[setting][1]:.3f}", flush=True)
@@ -113,9 +120,9 @@ def main() -> None:
 
     peak = {name: statistics.median(values) for name, values in peaks.items()}
     print(f"\n{args.steps} alternated steps after {args.warmup} warm-up steps per setting; {args.repeats} memory runs")
-    print("setting      GRPO step (s)  EGSW step (s)  step-time ratio EGSW/GRPO (median of per-step ratios)")
+    print("setting        GRPO step (s)  EGSW step (s)  step-time ratio EGSW/GRPO (median of per-step ratios)")
     for setting, (step, ratio) in timings.items():
-        print(f"{setting:11}  {step['grpo']:13.4f}  {step['egsw']:13.4f}  {ratio:.3f}")
+        print(f"{setting:13}  {step['grpo']:13.4f}  {step['egsw']:13.4f}  {ratio:.3f}")
     print(f"\npeak RSS (MiB): GRPO {peak['grpo']:.0f}, EGSW {peak['egsw']:.0f}")
     print(f"peak-memory ratio EGSW/GRPO: {peak['egsw'] / peak['grpo']:.3f}")
 

@@ -242,3 +242,22 @@ def test_sequence_equals_plain_softmax(batch):
         for k, i in enumerate(live):
             got = w[i][mask[i].bool()]
             torch.testing.assert_close(got, torch.full_like(got, expected[k].item()), atol=1e-4, rtol=1e-4)
+
+
+def test_token_entropy_matches_the_definition_in_chunks_and_with_masked_logits():
+    """H(softmax(z / T)) = -sum p log p per row, whatever the chunk size; -inf logits (p = 0) contribute 0."""
+    from open_r1_egsw.egsw import token_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11) * 3
+    logits[0, 0, :4] = -math.inf
+    for temperature in (1.0, 0.6):
+        p = torch.softmax(logits.double() / temperature, dim=-1)
+        expected = -(torch.where(p > 0, p * p.log(), 0.0)).sum(-1)
+        for chunk_size in (1, 4, 1024):
+            got = token_entropy(logits, temperature, chunk_size=chunk_size)
+            assert got.shape == (3, 5) and got.dtype == torch.float32
+            torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+    assert token_entropy(torch.zeros(2, 7)).sub(math.log(7)).abs().max() < 1e-6  # uniform: log V
+    with pytest.raises(ValueError, match="temperature"):
+        token_entropy(logits, 0.0)

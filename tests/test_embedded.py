@@ -75,29 +75,51 @@ def test_too_many_rows_is_an_error():
         make_rows(EmbeddedSpec(num_train=10**6))
 
 
-def test_schema_and_answers_match_the_boxed_value():
+REASONING = re.compile(r"<think>\n(\d+) \+ (\d+) = (\d+) \+ (\d+) = (\d+)\n</think>\n<answer>\n\\boxed\{(\d+)\}\n</answer>")
+
+
+def demonstration(row):
+    """(a, b, tens, units, final, boxed) of a row's reference completion."""
+    return tuple(map(int, REASONING.fullmatch(row["completion_reference"]).groups()))
+
+
+def test_schema_gold_and_demonstrations():
+    """The gold is always a + b; a demonstration adds tens and units right and either combines them right or, on a
+    problem with a carry, drops it (final = a + b - 10); its boxed value is its own final line."""
     for split, rows in make_rows(SPEC).items():
         for row in rows:
             assert {"problem", "solution", "answer", "completion_reference", "level", "type"} <= set(row), split
-            assert BOXED.findall(row["solution"]) == [row["answer"]]
-            assert BOXED.findall(row["completion_reference"]) == [row["answer"]]
-            a, op, b = re.fullmatch(r"What is (\d+) ([+-]) (\d+)\?", row["problem"]).groups()
-            assert int(row["answer"]) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+            a, b = map(int, re.fullmatch(r"What is (\d+) \+ (\d+)\?", row["problem"]).groups())
+            assert row["answer"] == str(a + b) and BOXED.findall(row["solution"]) == [row["answer"]]
+            x, y, tens, units, final, boxed = demonstration(row)
+            assert (x, y, tens, units) == (a, b, 10 * (a // 10 + b // 10), a % 10 + b % 10)
+            assert row["level"] == ("Level 2" if units >= 10 else "Level 1")
+            assert boxed == final and final in ((a + b, a + b - 10) if units >= 10 else (a + b,))
 
 
-def test_gold_solutions_score_one_with_their_reference_completion():
-    """The real accuracy reward (math-verify) gives 1.0 to each reference completion against its own gold, and 0.0
-    against another row's gold (so the check can fail)."""
+@pytest.mark.parametrize("carry_slip", [0.7, 0.0, 1.0])
+def test_demonstrations_drop_the_carry_at_the_specified_rate(carry_slip):
+    """Train demonstrations drop the carry on a share `carry_slip` of the problems with one, never elsewhere; test
+    demonstrations (not trained on) never do."""
+    rows = make_rows(EmbeddedSpec(carry_slip=carry_slip))
+    slipped = {split: [demonstration(r)[5] != int(r["answer"]) for r in rows[split] if r["level"] == "Level 2"]
+               for split in rows}  # fmt: skip
+    assert len(slipped["train"]) > 1000 and not any(slipped["test"])
+    assert abs(sum(slipped["train"]) / len(slipped["train"]) - carry_slip) < 0.03
+    assert all(demonstration(r)[5] == int(r["answer"]) for r in rows["train"] if r["level"] == "Level 1")
+
+
+def test_the_rewards_see_the_dropped_carry():
+    """The real accuracy reward (math-verify) gives 1.0 to a right demonstration and 0.0 to one that dropped the
+    carry, against the row's gold; the format reward gives both 1.0."""
     accuracy, fmt = get_reward_funcs(["accuracy", "format"])
     rows = make_rows(SPEC)["train"] + make_rows(SPEC)["test"]
     completions = [row["completion_reference"] for row in rows]
-    assert accuracy(completions, solution=[row["solution"] for row in rows]) == [1.0] * len(rows)
-    assert accuracy(completions, answer=[row["answer"] for row in rows]) == [1.0] * len(rows)
+    right = [float(demonstration(row)[5] == int(row["answer"])) for row in rows]
+    assert 0 < sum(right) < len(rows)
+    assert accuracy(completions, solution=[row["solution"] for row in rows]) == right
+    assert accuracy(completions, answer=[row["answer"] for row in rows]) == right
     assert fmt(completions) == [1.0] * len(rows)
-    shifted = [rows[(i + 1) % len(rows)]["solution"] for i in range(len(rows))]
-    wrong = [row["answer"] != rows[(i + 1) % len(rows)]["answer"] for i, row in enumerate(rows)]
-    scores = accuracy(completions, solution=shifted)
-    assert all(score == 0.0 for score, w in zip(scores, wrong) if w) and any(wrong)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -127,15 +127,14 @@ def test_trl_generation_batch_hook(tiny_assets, tmp_path):
     assert "old_per_token_logps" not in batch  # aligned steps: TRL runs no old-logps forward
 
 
-def test_trl_policy_forward_is_captured(tiny_assets, tmp_path):
-    """TRL hook: when TRL runs its old-logps forward (num_iterations 2), its entropies are reused, no extra pass."""
-    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, num_iterations=2)
-    assert trainer._trl_runs_policy_forward()
+def count_policy_forwards(trainer):
+    """Run one generation batch; return it and TRL's `_get_per_token_logps_and_entropies` calls as
+    (grad enabled, entropies requested) pairs."""
     calls = []
     original = trl.GRPOTrainer._get_per_token_logps_and_entropies
 
     def counting(self, *args, **kwargs):
-        calls.append(kwargs.get("compute_entropy", False))
+        calls.append((torch.is_grad_enabled(), kwargs.get("compute_entropy", False)))
         return original(self, *args, **kwargs)
 
     trl.GRPOTrainer._get_per_token_logps_and_entropies = counting
@@ -145,31 +144,43 @@ def test_trl_policy_forward_is_captured(tiny_assets, tmp_path):
         batch = trainer._generate_and_score_completions(batch_inputs(trainer))
     finally:
         trl.GRPOTrainer._get_per_token_logps_and_entropies = original
+    return batch, calls
+
+
+def test_trl_policy_forward_is_captured(tiny_assets, tmp_path):
+    """TRL hook: when TRL runs its old-logps forward (num_iterations 2), its entropies are reused, no extra pass."""
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, num_iterations=2)
+    assert trainer._trl_runs_policy_forward() and not trainer._entropies_from_generation()
+    batch, calls = count_policy_forwards(trainer)
     assert "old_per_token_logps" in batch  # TRL did run its forward ...
-    assert calls == [True]  # ... exactly once, with entropies requested by our capture, and nothing else ran
+    assert calls == [(False, True)]  # ... once, with entropies requested by our capture, and nothing else ran
     recomputed = trainer._policy_forward_stats(batch, "train")
     torch.testing.assert_close(trainer._captured_stats["entropy"], recomputed["entropy"])
     torch.testing.assert_close(batch["old_per_token_logps"], recomputed["logp"])
 
 
-def test_aligned_steps_take_one_extra_forward(tiny_assets, tmp_path):
-    """Without TRL's old-logps forward, EGSW runs exactly one extra no-grad policy forward per generation batch."""
-    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True)
-    assert not trainer._trl_runs_policy_forward()
-    calls = []
-    original = trl.GRPOTrainer._get_per_token_logps_and_entropies
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_aligned_steps_take_entropies_from_generation(tiny_assets, tmp_path, temperature):
+    """Aligned steps, transformers generation: no policy forward at all; the entropies recorded while sampling
+    (H of softmax(logits / T) at each decoding step) equal those of TRL's policy forward on the same completions."""
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, temperature=temperature,
+                           max_completion_length=12)  # fmt: skip
+    assert not trainer._trl_runs_policy_forward() and trainer._entropies_from_generation()
+    batch, calls = count_policy_forwards(trainer)
+    assert calls == []
+    mask = batch["completion_mask"].bool()
+    captured = trainer._captured_stats["entropy"][:, : mask.size(1)]
+    forward = trainer._policy_forward_stats(batch, "train")["entropy"]
+    assert captured.shape == forward.shape and (forward[mask] > 0.1).all()  # a random model: far from one-hot
+    torch.testing.assert_close(captured[mask], forward[mask], atol=1e-4, rtol=1e-4)
 
-    def counting(self, *args, **kwargs):
-        calls.append(torch.is_grad_enabled())
-        return original(self, *args, **kwargs)
 
-    trl.GRPOTrainer._get_per_token_logps_and_entropies = counting
-    try:
-        trainer.model.train()
-        trainer._generate_and_score_completions(batch_inputs(trainer))
-    finally:
-        trl.GRPOTrainer._get_per_token_logps_and_entropies = original
-    assert calls == [False]
+def test_steps_that_need_log_p_take_one_extra_forward(tiny_assets, tmp_path):
+    """Clip_B needs log p of the sampled token, which generation does not keep: one extra no-grad forward."""
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, entropy_clip="clip_b")
+    assert not trainer._trl_runs_policy_forward() and not trainer._entropies_from_generation()
+    _, calls = count_policy_forwards(trainer)
+    assert calls == [(False, True)]
 
 
 def test_loss_type_without_surrogate_is_rejected():

@@ -58,6 +58,23 @@ def get_granularity_fn(name: str) -> Callable[..., torch.Tensor]:
     return GRANULARITY_REGISTRY[name]
 
 
+@torch.no_grad()
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_size: int = 1024) -> torch.Tensor:
+    """Entropy in nats of softmax(logits / temperature) over the last dimension: `(..., V)` -> `(...)`, float32.
+
+    Rows are processed `chunk_size` at a time, so at most one `(chunk_size, V)` float32 copy exists at once (never a
+    full `(B, T, V)` one). The trainer calls it on each decoding step's logits during generation (`(B, V)`).
+    """
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
+    flat = logits.detach().reshape(-1, logits.shape[-1])
+    out = torch.empty(flat.shape[0], dtype=torch.promote_types(logits.dtype, torch.float32), device=logits.device)
+    for start in range(0, flat.shape[0], chunk_size):
+        logp = torch.log_softmax(flat[start : start + chunk_size].to(out.dtype) / temperature, dim=-1)
+        out[start : start + chunk_size] = -torch.where(logp > -math.inf, logp.exp() * logp, 0.0).sum(-1)
+    return out.reshape(logits.shape[:-1])
+
+
 def normalize_entropy(entropies: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Divide entropies (nats) by log |V|, the entropy of the uniform distribution, so they lie in [0, 1]."""
     if vocab_size < 2:

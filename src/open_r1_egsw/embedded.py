@@ -13,8 +13,10 @@ Layout of the cache:
     .cache/embedded/base-model/               random tiny Qwen2 + tokenizer with a chat template
     .cache/embedded/sft-model/                the SFT warm start the GRPO recipes train from
 
-The task is two-number addition written as a word problem ("What is 37 + 48?"). The gold `solution` ends with
-`\\boxed{85}`, so the real `accuracy` reward (math-verify) scores it, exactly as on MATH.
+The task is two-number addition written as a word problem ("What is 37 + 48?"), solved in two steps
+("37 + 48 = 70 + 15 = 85"). The gold `solution` ends with `\\boxed{85}`, so the real `accuracy` reward
+(math-verify) scores it, exactly as on MATH. The SFT demonstrations drop the carry on most problems that have one
+(`make_rows`): the warm start inherits that error and GRPO, rewarded by the checker, corrects it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-ASSET_VERSION = 2  # bump when the data, tokenizer or model construction changes
+ASSET_VERSION = 5  # bump when the data, tokenizer or model construction changes
 DEFAULT_ROOT = Path(".cache/embedded")
 SFT_RECIPE = Path("recipes/tiny/sft/config.yaml")
 
@@ -58,6 +60,7 @@ class EmbeddedSpec:
     num_test: int = 200
     min_operand: int = 10  # operands in [min_operand, max_operand]
     max_operand: int = 99
+    carry_slip: float = 0.7  # share of train references with a carry whose last step drops it (make_rows)
     vocab_size: int = 400
     hidden_size: int = 128
     intermediate_size: int = 256
@@ -97,18 +100,35 @@ class EmbeddedPaths:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def reasoning(a: int, b: int) -> str:
-    """`37 + 48 = 70 + 15 = 85`: tens and units added separately, then combined (one-digit facts at each step)."""
-    return f"{a} + {b} = {10 * (a // 10 + b // 10)} + {a % 10 + b % 10} = {a + b}"
+def has_carry(a: int, b: int) -> bool:
+    return a % 10 + b % 10 >= 10
 
 
-def reference_completion(a: int, b: int) -> str:
-    """The completion the SFT warm start imitates; it passes the `format` and `accuracy` rewards."""
-    return f"<think>\n{reasoning(a, b)}\n</think>\n<answer>\n\\boxed{{{a + b}}}\n</answer>"
+def reasoning(a: int, b: int, slip: bool = False) -> str:
+    """`37 + 48 = 70 + 15 = 85`: tens and units added separately, then combined (one-digit facts at each step).
+
+    With `slip` (only for a problem with a carry) the last step drops the carry: `37 + 48 = 70 + 15 = 75`.
+    """
+    if slip and not has_carry(a, b):
+        raise ValueError(f"{a} + {b} has no carry to drop")
+    return f"{a} + {b} = {10 * (a // 10 + b // 10)} + {a % 10 + b % 10} = {a + b - 10 * slip}"
+
+
+def reference_completion(a: int, b: int, slip: bool = False) -> str:
+    """The completion the SFT warm start imitates, with the think/answer tags of the `format` reward."""
+    return f"<think>\n{reasoning(a, b, slip)}\n</think>\n<answer>\n\\boxed{{{a + b - 10 * slip}}}\n</answer>"
 
 
 def make_rows(spec: EmbeddedSpec) -> dict[str, list[dict]]:
-    """Train and test rows, disjoint in (a, b), deterministic in `spec.seed`."""
+    """Train and test rows, disjoint in (a, b), deterministic in `spec.seed`.
+
+    The gold (`solution`, `answer`) is always right. The SFT demonstrations (`completion_reference`) of the train
+    split are imperfect on purpose: on a share `spec.carry_slip` of the problems with a carry they drop the carry
+    at the last step (`70 + 15 = 75`). The warm start copies that habit, so it is right on problems without a
+    carry and mostly wrong on the others; it still samples the right last step now and then, which is what the
+    accuracy reward can reinforce. This is the situation RL with verifiable rewards is meant for (imperfect
+    demonstrations, a checker that is right), small enough to see on a laptop.
+    """
     rng = random.Random(spec.seed)
     operands = range(spec.min_operand, spec.max_operand + 1)
     pairs = [(a, b) for a in operands for b in operands]
@@ -119,17 +139,19 @@ def make_rows(spec: EmbeddedSpec) -> dict[str, list[dict]]:
     splits = {"test": pairs[: spec.num_test], "train": pairs[spec.num_test : needed]}
     rows = {}
     for split, split_pairs in splits.items():
-        rows[split] = [
-            {
-                "problem": f"What is {a} + {b}?",
-                "solution": f"{reasoning(a, b)}. The answer is $\\boxed{{{a + b}}}$.",
-                "answer": str(a + b),
-                "completion_reference": reference_completion(a, b),
-                "level": "Level 1" if (a % 10) + (b % 10) < 10 else "Level 2",
-                "type": "Arithmetic",
-            }
-            for a, b in split_pairs
-        ]
+        rows[split] = []
+        for a, b in split_pairs:
+            slip = split == "train" and has_carry(a, b) and rng.random() < spec.carry_slip
+            rows[split].append(
+                {
+                    "problem": f"What is {a} + {b}?",
+                    "solution": f"{reasoning(a, b)}. The answer is $\\boxed{{{a + b}}}$.",
+                    "answer": str(a + b),
+                    "completion_reference": reference_completion(a, b, slip),
+                    "level": "Level 2" if has_carry(a, b) else "Level 1",
+                    "type": "Arithmetic",
+                }
+            )
     return rows
 
 

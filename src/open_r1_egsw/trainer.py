@@ -3,10 +3,13 @@
 The only method whose behaviour changes is `_generate_and_score_completions`: after TRL has generated, scored and
 normalised a generation batch, the trainer
 
-1. takes the token statistics of the sampling policy under no grad: the entropies TRL's own policy forward
-   computed when TRL runs one (vLLM importance-sampling correction, or generation misaligned with optimisation),
-   otherwise one extra no-grad forward (measured by `make bench`); clip_v and `log_entropy_dynamics` need
-   E_p[S], which TRL's fused head does not return, so they take a logits forward instead (entropy_dynamics.py);
+1. takes the token statistics of the sampling policy under no grad, from the first of these that applies:
+   the entropies TRL's own policy forward computed when TRL runs one (vLLM importance-sampling correction, or
+   generation misaligned with optimisation); the logits `model.generate` computed while sampling (TRL's
+   transformers generation path, EGSW alone: a forward hook, no extra pass); otherwise one extra no-grad forward
+   (vLLM without IS correction; measured by `make bench`). clip_b needs log p_k as well, and clip_v and
+   `log_entropy_dynamics` need E_p[S], which TRL's fused head does not return: they take a forward
+   (a logits forward for the latter two, entropy_dynamics.py);
 2. gathers advantages, masks and statistics of every process (a group can span processes), computes the weights
    (egsw.py) and the keep-masks (entropy_dynamics.py) once for the whole generation batch, and slices its rows back;
 3. replaces `advantages` (B,) by per-token advantages (B, T) = A_i * w_{i,t} * keep_{i,t}, which TRL's
@@ -26,7 +29,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from .egsw import compute_egsw_weights, egsw_weight_stats, normalize_entropy
+from .egsw import compute_egsw_weights, egsw_weight_stats, normalize_entropy, token_entropy
 from .entropy_dynamics import (
     AdaptiveEGSWController,
     clip_b_mask,
@@ -57,6 +60,7 @@ class EGSWTrainer(GRPOTrainer):
         self.egsw_alpha = self.args.egsw_alpha
         self.egsw_temperature = self.args.egsw_temperature
         self._capture_policy_forward = False  # set while TRL's generation-phase policy forward is expected
+        self._capture_generation = False  # set while TRL generates, when the entropies come from generation
         self._captured_stats: dict[str, torch.Tensor] | None = None
         self._previous_batch: dict | None = None  # for the measured entropy change (log_entropy_dynamics)
         self.egsw_controller = None
@@ -104,6 +108,46 @@ class EGSWTrainer(GRPOTrainer):
         self._captured_stats = {"logp": logps, "entropy": entropies}
         return logps, (entropies if wanted else None), aux
 
+    def _entropies_from_generation(self) -> bool:
+        """Whether the sampling entropies are taken from the logits `model.generate` computes while sampling.
+
+        That is TRL's plain transformers generation path (no vLLM, no continuous batching, no tools, no custom
+        rollout) when TRL runs no policy forward of its own and only the entropy is needed (EGSW without clipping
+        or diagnostics, which need log p_k and E_p[S]): then EGSW costs no forward pass at all.
+        """
+        args = self.args
+        return (
+            args.use_egsw
+            and args.entropy_clip == "none"
+            and not args.log_entropy_dynamics
+            and not self.use_vllm
+            and not self.use_transformers_continuous_batching
+            and not self.tools
+            and self.rollout_func is None
+            and not self._trl_runs_policy_forward()
+        )
+
+    def _generate_single_turn(self, *args, **kwargs):
+        if not self._capture_generation:
+            return super()._generate_single_turn(*args, **kwargs)
+        # Each forward of `generate` yields the next-token logits of every row (prefill: its last position). A
+        # forward hook on the causal LM turns them into H(softmax(logits / T)): the same temperature-scaled,
+        # unfiltered distribution as TRL's policy forward, under which the tokens were sampled.
+        model = self.accelerator.unwrap_model(self.model)
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the inner causal LM
+        steps = []
+
+        def record(module, inputs, output):
+            steps.append(token_entropy(output.logits[:, -1, :], self.temperature))
+
+        handle = model.register_forward_hook(record)
+        try:
+            result = super()._generate_single_turn(*args, **kwargs)
+        finally:
+            handle.remove()
+        self._captured_stats = {"entropy": torch.stack(steps, dim=1)} if steps else None  # (B, generated steps)
+        return result
+
     def _batch_forward_inputs(self, batch: dict, mode: str):
         input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
         attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
@@ -150,6 +194,7 @@ class EGSWTrainer(GRPOTrainer):
         if self.args.entropy_clip == "clip_v" or self.args.log_entropy_dynamics:
             return self._logits_forward_stats(batch, mode)
         stats = self._captured_stats or self._policy_forward_stats(batch, mode)
+        stats = {key: value[:, : batch["completion_ids"].size(1)] for key, value in stats.items()}  # generation: >= T
         if self.args.entropy_clip == "clip_b":
             stats = {**stats, "S": discriminator_from_logps(stats["logp"], stats["entropy"])}
         return stats
@@ -174,10 +219,11 @@ class EGSWTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         self._captured_stats = None
         self._capture_policy_forward = self._trl_runs_policy_forward()
+        self._capture_generation = self._entropies_from_generation()
         try:
             batch = super()._generate_and_score_completions(inputs)
         finally:
-            self._capture_policy_forward = False
+            self._capture_policy_forward = self._capture_generation = False
         if self.args.log_entropy_dynamics and mode == "train":
             self._log_measured_entropy_change()
 
