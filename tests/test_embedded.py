@@ -75,7 +75,9 @@ def test_too_many_rows_is_an_error():
         make_rows(EmbeddedSpec(num_train=10**6))
 
 
-REASONING = re.compile(r"<think>\n(\d+) \+ (\d+) = (\d+) \+ (\d+) = (\d+)\n</think>\n<answer>\n\\boxed\{(\d+)\}\n</answer>")
+REASONING = re.compile(
+    r"<think>\n(\d+) \+ (\d+) = (\d+) \+ (\d+) = (\d+)\n</think>\n<answer>\n\\boxed\{(\d+)\}\n</answer>"
+)
 
 
 def demonstration(row):
