@@ -41,7 +41,7 @@ def fabricated(tmp_path):
     With threshold 0.5 and a trailing window of 2 logged steps:
     grpo seed0 rewards .2 .4 .6 .8 -> smoothed .2 .3 .5 .7: reaches 0.5 at step 3; lengths 10..16 -> mean 13
     grpo seed1 rewards .1 .1 .2 .3 -> smoothed .1 .1 .15 .25: not reached;          lengths 20 -> mean 20
-    egsw seed0 rewards .5 .7 .9 1. -> smoothed .5 ...: step 1;                        lengths 8  -> mean 8
+    egsw seed0 rewards .5 .7 .9 1. -> smoothed .5 .6 ...: step 2 (step 1's window is not full); lengths 8 -> mean 8
     egsw seed1 rewards .3 .7 .7 .7 -> smoothed .3 .5 ...: step 2;                     lengths 10 -> mean 10
     egsw seed2 crashed after 2 steps (returncode 1, no accuracy.json): reported, not counted.
     """
@@ -60,6 +60,7 @@ def test_trailing_mean_and_threshold():
     assert compare.steps_to_threshold([5, 10, 15], [0.0, 1.0, 1.0], 1.0, 2) == 15
     assert compare.steps_to_threshold([5, 10, 15], [0.0, 1.0, 1.0], 1.0, 1) == 10
     assert compare.steps_to_threshold([5, 10], [0.0, 0.1], 1.0, 1) is None
+    assert compare.steps_to_threshold([5, 10, 15], [1.0, 0.0, 1.0], 1.0, 2) is None  # step 5: window not full
 
 
 def test_aggregate_fabricated_runs(fabricated):
@@ -83,7 +84,7 @@ def test_aggregate_fabricated_runs(fabricated):
     assert (e["runs"], e["runs_ok"]) == (3, 2)  # the crashed seed is counted, not aggregated
     assert e["final_accuracy_mean"] == pytest.approx(0.8)
     assert e["final_accuracy_std"] == pytest.approx(0.1414213562)
-    assert (e["steps_to_threshold_reached"], e["steps_to_threshold_mean"]) == (2, 1.5)
+    assert (e["steps_to_threshold_reached"], e["steps_to_threshold_mean"]) == (2, 2.0)
     assert e["mean_completion_length"] == pytest.approx(9.0)
     assert e["egsw/ess"] == pytest.approx(0.9) and e["egsw/weight_max"] == pytest.approx(3.0)
     assert result["failures"] == [
@@ -103,7 +104,7 @@ def test_markdown_table_rows(fabricated):
     )
     assert (
         lines[3]
-        == "| egsw | 2/3 | 0.800 ± 0.141 | 0.700 – 0.900 | 0.100 | 1.5 (2/2) | 9.0 | 0.825 | 0.500 | n/a | 35 |"
+        == "| egsw | 2/3 | 0.800 ± 0.141 | 0.700 – 0.900 | 0.100 | 2.0 (2/2) | 9.0 | 0.825 | 0.500 | n/a | 35 |"
     )
     assert len(lines) == 4
     assert "egsw seed 2: failed" in compare.failures_text(result)
