@@ -49,8 +49,9 @@ class EGSWTrainer(GRPOTrainer):
     """GRPO + Entropy-Guided Sequence Weighting (arXiv 2503.22456) + entropy-discriminator clipping (2602.03392).
 
     Takes an [`EGSWConfig`] as `args`; everything else is [`trl.GRPOTrainer`]'s. The only change w.r.t.
-    `GRPOTrainer` is `_generate_and_score_completions` (see the module docstring); the policy forward is wrapped
-    only to keep the entropies TRL already computes, and the controller state rides along with checkpoints.
+    `GRPOTrainer` is `_generate_and_score_completions` (see the module docstring); TRL's policy forward and its
+    generation call are wrapped only to keep the entropies they already compute (nothing they return changes), and
+    the controller state rides along with checkpoints.
     """
 
     _tag_names = ["trl", "grpo", "egsw"]
