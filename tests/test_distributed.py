@@ -112,3 +112,5 @@ def test_deepspeed_zero3_two_cpu_processes(tiny_assets, tmp_path):
     AutoModelForCausalLM.from_pretrained(out)
     records = [r for r in read_metrics(out) if "loss" in r]
     assert len(records) == 2 and all(math.isfinite(r["loss"]) and math.isfinite(r["kl"]) for r in records)
+    # EGSW ran under ZeRO-3 (entropies recorded while the gathered model generated): real, non-uniform weights
+    assert all(0 < r["egsw/ess"] <= 1 and r["egsw/entropy_mean"] > 0 for r in records), records
