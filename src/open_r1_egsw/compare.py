@@ -20,11 +20,12 @@ time), so that a crashed run is reported as such while the finished runs are sti
 Definitions used in the tables (compare.md / sweep.md; the same numbers in compare.json / sweep.json):
 - final accuracy: `accuracy_after` of accuracy.json (greedy decoding on the first `eval_accuracy_samples` rows of
   the held-out synthetic test split); mean ± sample std (ddof 1) over seeds, and min-max.
-- steps to threshold: the first logged step whose smoothed reward is >= the threshold, "smoothed" being the trailing
-  mean of the last `smooth_window` logged values (fewer at the start). A run may not reach it; the table gives the
-  mean step over the seeds that did and how many did.
+- steps to threshold: the first logged step whose smoothed `reward_key` (default the training accuracy reward) is
+  >= the threshold (default 0.8), "smoothed" being the trailing mean of the last `smooth_window` logged values; steps
+  before the window is full do not count. A run may not reach it; the table gives the mean step over the seeds that
+  did and how many did.
 - mean completion length: mean of `completions/mean_length` (tokens) over every logged training step of a run.
-- final reward / final entropy: the smoothed `reward` / TRL `entropy` (nats) at the last logged step; tokens
+- final reward / final entropy: the smoothed `reward_key` / TRL `entropy` (nats) at the last logged step; tokens
   clipped: `entropy_dynamics/clip_frac` averaged over the run (clip runs only).
 - weight statistics (sweep): `egsw/weight_min|max|std|ess` averaged over the logged steps of a run (each step's
   value is already the min / max / std / mean ESS over that generation batch), then over seeds.
