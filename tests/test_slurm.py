@@ -209,8 +209,6 @@ def test_bad_input_fails_fast_with_one_line(cluster, tmp_path, script_args, expe
 
 def test_evaluate_slurm_writes_the_results_table(one_node_run, tmp_path):
     """slurm/evaluate.slurm on the tiny checkpoint (CPU backend, local synthetic MATH-500 rows): the report table."""
-    if not (ROOT / EVALUATE).exists():
-        pytest.skip(f"{EVALUATE} does not exist yet")
     from open_r1_egsw.evaluation.local_data import write_local_data
 
     _, checkpoint = one_node_run
