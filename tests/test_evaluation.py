@@ -362,3 +362,21 @@ def test_crashed_task_keeps_finished_results(tiny_assets, tmp_path):
     status = json.loads((out / "tiny" / "run.json").read_text())["tasks"]
     assert status["math_500"]["status"] == "ok"
     assert status["gpqa:diamond"]["status"] == "failed" and "Correct Answer" in status["gpqa:diamond"]["error"]
+
+
+def test_vllm_adapter_is_pinned_to_the_versions_it_was_written_for():
+    """vllm_model.py accepts exactly vllm 0.31.0 + lighteval 0.13.0 and names what it found otherwise (subprocess:
+    importing vllm must not leak into the other tests)."""
+    code = (
+        "import vllm; from open_r1_egsw.evaluation import vllm_model as m; m.check_versions(); print('ok');"
+        "vllm.__version__ = '0.32.0'\n"
+        "try:\n    m.check_versions()\nexcept RuntimeError as e:\n    print(e)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "ok", proc.stderr[-2000:]
+    assert lines[1].startswith(
+        "open_r1_egsw.evaluation.vllm_model was written for vllm 0.31.0, lighteval 0.13.0, found vllm 0.32.0, "
+        "lighteval 0.13.0"
+    )
