@@ -113,7 +113,7 @@ def test_markdown_table_rows(fabricated):
 def test_curves_mean_and_band(fabricated):
     """A curve is the mean over the ok runs of the smoothed metric, with their min and max."""
     loaded = compare_stats.aggregate(fabricated, ["grpo"], threshold=0.5, window=1)["groups"]["grpo"]["_loaded"]
-    steps, mean, low, high = compare_stats.curve(loaded, "completions/mean_length", window=1)
+    steps, mean, low, high = compare_stats.curve(loaded, "completions/mean_length", window=1, band="minmax")
     assert steps == [1, 2, 3, 4]
     assert mean == [15.0, 16.0, 17.0, 18.0] and low == [10, 12, 14, 16] and high == [20, 20, 20, 20]
     assert compare_stats.curve(loaded, "egsw/ess", window=1) is None

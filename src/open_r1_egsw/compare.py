@@ -31,8 +31,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .compare_report import (
+    ci_table,
     compare_table,
     failures_text,
+    paired_table,
     parse_setting,
     setting_label,
     sweep_table,
@@ -161,6 +163,8 @@ def main_compare(argv: list[str], extra: list[str]) -> int:
     result = aggregate(out, list(recipes), args.reward_threshold, args.smooth_window, args.reward_key)
     report = write_compare_report(result, config, out, args.smooth_window, args.reward_threshold)
     say(compare_table(result, args.reward_threshold))
+    say(ci_table(result))
+    say(paired_table(result))
     say(failures_text(result))
     say(f"report: {report} ({config['wall_s'] / 60:.1f} min)")
     return 1 if any(r["returncode"] != 0 for r in records) else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .compare_stats import curve
+from .compare_stats import BASELINE, STAT_METRICS, curve
 
 CURVE_KEYS = [  # (metric in metrics.jsonl, file stem, title, y label)
     ("reward", "reward", "training reward (weighted sum)", "reward"),
@@ -80,6 +80,39 @@ def sweep_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _ci_cell(ci: dict, digits: int = 3) -> str:
+    """`mean [low, high] (n)`, or the mean alone (n < 2), or n/a."""
+    if ci["mean"] is None:
+        return "n/a"
+    if ci["low"] is None:
+        return f"{ci['mean']:.{digits}f} (n={ci['n']})"
+    return f"{ci['mean']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}] (n={ci['n']})"
+
+
+def ci_table(result: dict) -> str:
+    """Per method: mean and 95% t interval over seeds of each of STAT_METRICS."""
+    lines = [
+        "| method | " + " | ".join(label for _, label in STAT_METRICS) + " |",
+        "|---" * (len(STAT_METRICS) + 1) + "|",
+    ]
+    for name, data in result["groups"].items():
+        cells = [_ci_cell(data["summary"]["ci"][key], 1 if "length" in key else 3) for key, _ in STAT_METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(result: dict, baseline: str = BASELINE) -> str:
+    """Per method: method - baseline paired by seed, mean and 95% t interval of the differences."""
+    if not result.get("paired"):
+        return f"No paired differences: no `{baseline}` runs, or no other method."
+    header = "| method - " + baseline + " | " + " | ".join(label for _, label in STAT_METRICS) + " |"
+    lines = [header, "|---" * (len(STAT_METRICS) + 1) + "|"]
+    for name, metrics in result["paired"].items():
+        cells = [_ci_cell(metrics[key], 1 if "length" in key else 3) for key, _ in STAT_METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def failures_text(result: dict) -> str:
     lines = [f"Warning: {w}" for w in result.get("warnings", [])]
     if not result["failures"]:
@@ -92,11 +125,12 @@ def failures_text(result: dict) -> str:
 
 def _json_ready(result: dict, config: dict) -> dict:
     groups = {name: {"summary": d["summary"], "runs": d["runs"]} for name, d in result["groups"].items()}
-    return {"config": config, "groups": groups, "failures": result["failures"], "warnings": result.get("warnings", [])}
+    return {"config": config, "groups": groups, "paired": result.get("paired", {}), "failures": result["failures"],
+            "warnings": result.get("warnings", [])}  # fmt: skip
 
 
 def write_curves(result: dict, out_dir: Path, window: int) -> list[Path]:
-    """One PNG per curve metric plus `curves.png` with all of them (mean over seeds, min-max band)."""
+    """One PNG per curve metric plus `curves.png` with all of them (mean over seeds, 95% t-interval band)."""
     from .plots import method_colors, plot_curve_grid, plot_curves
 
     colors = method_colors(list(result["groups"]))
@@ -111,7 +145,8 @@ def write_curves(result: dict, out_dir: Path, window: int) -> list[Path]:
         paths.append(plot_curves(curves, out_dir / f"{stem}.png", full_title, ylabel, colors))
         panels.append((title, ylabel, curves))
     seeds = max((d["summary"]["runs_ok"] for d in result["groups"].values()), default=0)
-    suptitle = f"mean over seeds (line) and min-max (band), up to {seeds} seeds; trailing mean over {window} steps"
+    suptitle = (f"mean over seeds (line), 95% t interval of the mean (band), up to {seeds} seeds; "
+                f"trailing mean over {window} steps")  # fmt: skip
     paths.append(plot_curve_grid(panels, out_dir / "curves.png", suptitle, colors))
     return paths
 
@@ -129,12 +164,20 @@ def config_block(config: dict) -> str:
 def write_compare_report(result: dict, config: dict, out_dir: Path, window: int, threshold: float) -> Path:
     figures = write_curves(result, out_dir, window)
     text = "\n\n".join([
-        "# GRPO vs EGSW vs Clip_B vs Clip_V on the embedded task",
+        f"# {' vs '.join(result['groups']) or 'Method comparison'} ({config.get('task', 'embedded task')})",
         config_block(config),
         compare_table(result, threshold),
-        f"Steps to threshold: first logged step whose trailing mean of `{config['reward_key']}` over {window} logged "
-        "steps is >= the threshold; the mean is over the seeds that reached it. Final accuracy: greedy, held-out test "
-        "split (accuracy.json). Mean completion length: mean of `completions/mean_length` over the run.",
+        "Per method, mean over seeds and its 95% t interval [low, high] (n = seeds):",
+        ci_table(result),
+        f"Paired by seed, method - {BASELINE} (mean difference and its 95% t interval; an interval that excludes 0 is "
+        "a difference beyond seed noise at this number of seeds):",
+        paired_table(result),
+        f"Reward AUC: trapezoidal area under `{config['reward_key']}` against step divided by the span of steps "
+        "(the time-averaged training reward). Final entropy: trailing mean of TRL's `entropy` (nats) at the last "
+        "logged step. Steps to threshold: first logged step whose trailing mean of "
+        f"`{config['reward_key']}` over {window} logged steps is >= the threshold; the mean is over the seeds that "
+        "reached it. Final accuracy: greedy, held-out test split (accuracy.json). Mean completion length: mean of "
+        "`completions/mean_length` over the run.",
         failures_text(result), "Figures: " + ", ".join(f"`{p.name}`" for p in figures),
     ])  # fmt: skip
     (out_dir / "compare.md").write_text(text + "\n")
