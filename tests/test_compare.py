@@ -187,18 +187,26 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path):
 
 @pytest.mark.slow
 def test_quick_compare_end_to_end(tiny_assets, tmp_path):
-    """--quick: 4 methods x 2 seeds x 2 steps run as grpo.py subprocesses; table, JSON and PNGs come out."""
+    """--quick with seed 0: the 8 methods x 2 steps run as grpo.py subprocesses (one at a time); table, intervals,
+    paired differences to GRPO, JSON and PNGs come out (one seed keeps it under ~3 minutes: the intervals themselves
+    are tested on fabricated runs in test_compare_stats.py)."""
     out = tmp_path / "compare"
-    proc = run_compare("--quick", "--jobs", "1", "--output_dir", out, "--", *tiny_overrides(tiny_assets))
+    proc = run_compare("--quick", "--seeds", "0", "--jobs", "1", "--output_dir", out, "--",
+                       *tiny_overrides(tiny_assets))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (out / "compare.md").read_text()
-    for method in ("grpo", "egsw", "clip_b", "clip_v"):
-        assert f"| {method} | 2/2 |" in table
-        for seed in (0, 1):
-            records = [r for r in json.loads((out / "compare.json").read_text())["groups"][method]["runs"]]
-            assert [r["steps"] for r in records] == [2, 2] and records[seed]["final_accuracy"] is not None
-    assert "No failed runs." in table and "Warning" not in table
-    assert (out / "recipes/clip_v.yaml").exists()  # the recipes as they were at launch
+    saved = json.loads((out / "compare.json").read_text())
+    for method in compare.METHODS:
+        assert f"| {method} | 1/1 |" in table
+        (record,) = saved["groups"][method]["runs"]
+        assert record["steps"] == 2 and record["final_accuracy"] is not None and record["reward_auc"] is not None
+        assert (out / "recipes" / f"{method}.yaml").exists()  # the recipes as they were at launch
+    assert list(saved["paired"]) == compare.METHODS[1:]
+    for method, metrics in saved["paired"].items():
+        assert metrics["final_accuracy"]["seeds"] == [0] and metrics["final_accuracy"]["half_width"] is None, method
+    assert "No failed runs." in table and "Warning" not in table and "| method - grpo |" in table
+    ess = saved["groups"]["egsw"]["summary"]["egsw/ess"]
+    assert 0 < ess <= 1 and saved["groups"]["top_entropy"]["summary"]["egsw/ess"] is None
     for name in ("reward", "entropy", "completion_length", "ess", "curves"):
         data = (out / f"{name}.png").read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 2000, name

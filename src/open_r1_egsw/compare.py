@@ -1,7 +1,8 @@
-"""Compare GRPO, EGSW, Clip_B and Clip_V on the embedded task over seeds, and sweep EGSW's alpha and P.
+"""Compare GRPO, EGSW (token, sequence), Clip_B, Clip_V, EGSW + Clip_B and TRL's top_entropy_quantile / entropy_coef
+on the embedded task over seeds, with the same compute, and sweep EGSW's alpha and P.
 
     python -m open_r1_egsw.embedded --warm-start     # once: data, base model, SFT warm start (`make compare` does it)
-    python -m open_r1_egsw.compare                   # 4 methods x seeds 0 1 2          -> reports/compare/
+    python -m open_r1_egsw.compare                   # 8 methods x seeds 0 1 2          -> reports/compare/
     python -m open_r1_egsw.compare --quick           # 2 seeds, 2 steps, 8 eval rows: a smoke test of the pipeline
     python -m open_r1_egsw.compare sweep             # EGSW alpha sweep, then P sweep   -> reports/sweep/
     python -m open_r1_egsw.compare report            # re-aggregate the runs already on disk (`--kind sweep` too)
@@ -44,12 +45,11 @@ from .compare_report import (
 from .compare_runs import RunSpec, execute, recipe_drift, recipe_hash, say, snapshot_recipes
 from .compare_stats import aggregate
 
-METHOD_RECIPES = {
-    "grpo": "recipes/tiny/grpo/config.yaml",
-    "egsw": "recipes/tiny/egsw/config.yaml",
-    "clip_b": "recipes/tiny/clip_b/config.yaml",
-    "clip_v": "recipes/tiny/clip_v/config.yaml",
-}
+# One recipe per method, identical but for the method keys (tests/test_recipes.py diffs the parsed configs):
+# grpo (the baseline of the paired differences), EGSW token- and sequence-wise, Clip_B, Clip_V, EGSW + Clip_B, and
+# TRL's own entropy methods as baselines (GRPOConfig.top_entropy_quantile, GRPOConfig.entropy_coef: no code of ours).
+METHODS = ["grpo", "egsw", "egsw_seq", "clip_b", "clip_v", "egsw_clip_b", "top_entropy", "entropy_bonus"]
+METHOD_RECIPES = {method: f"recipes/tiny/{method}/config.yaml" for method in METHODS}
 
 # Default budgets, measured on the 2-core CPU machine with 2 runs at a time (README "Results"): each stays under
 # ~30 minutes. Batch, completion length, learning rate and eval rows are the recipes' own (read at run time); only
