@@ -49,7 +49,15 @@ from .compare_stats import aggregate
 # grpo (the baseline of the paired differences), EGSW token- and sequence-wise, Clip_B, Clip_V, EGSW + Clip_B, and
 # TRL's own entropy methods as baselines (GRPOConfig.top_entropy_quantile, GRPOConfig.entropy_coef: no code of ours).
 METHODS = ["grpo", "egsw", "egsw_seq", "clip_b", "clip_v", "egsw_clip_b", "top_entropy", "entropy_bonus"]
-METHOD_RECIPES = {method: f"recipes/tiny/{method}/config.yaml" for method in METHODS}
+# The task: `tiny` (embedded.py, `make train`'s) or `demo` (demo_task.py: paths of different lengths, real entropy).
+TASKS = {"tiny": "embedded task (embedded.py)", "demo": "demo task (demo_task.py)"}
+
+
+def method_recipes(task: str = "tiny") -> dict[str, str]:
+    return {method: f"recipes/{task}/{method}/config.yaml" for method in METHODS}
+
+
+METHOD_RECIPES = method_recipes("tiny")
 
 # Default budgets, measured on the 2-core CPU machine with 2 runs at a time (README "Results"): each stays under
 # ~30 minutes. Batch, completion length, learning rate and eval rows are the recipes' own (read at run time); only
@@ -72,7 +80,13 @@ def fail(message: str) -> None:
 
 
 def _common_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
-    parser.add_argument("--output_dir", default=output_dir, help=f"where runs and reports go (default {output_dir})")
+    parser.add_argument(
+        "--task",
+        choices=list(TASKS),
+        default="tiny",
+        help="recipes/<task>/<method>/config.yaml: tiny (default, embedded.py) or demo (demo_task.py)",
+    )
+    parser.add_argument("--output_dir", help=f"where runs and reports go (default {output_dir}, -<task> for demo)")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (--seed of grpo.py)")
     parser.add_argument("--max_steps", type=int, help="optimizer steps of every run (same for every method)")
     parser.add_argument(
@@ -94,7 +108,9 @@ def _common_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
                         help="run even if the recipes differ in non-method keys")  # fmt: skip
 
 
-def _budget(args, defaults: dict) -> None:
+def _budget(args, defaults: dict, output_dir: str) -> None:
+    if args.output_dir is None:
+        args.output_dir = output_dir if args.task == "tiny" else f"{output_dir}-{args.task}"
     preset = {**defaults, **(QUICK if args.quick else {})}
     for key, value in preset.items():
         if getattr(args, key, None) is None:
@@ -109,10 +125,24 @@ def _overrides(args) -> list[str]:
     return overrides
 
 
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "trl"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
 def _config(args, extra: list[str], recipes: dict[str, str], argv: list[str], wall_s: float) -> dict:
     """`recipes`: {source path: snapshot path}; the hashes are the snapshots' (= the sources' at launch)."""
     return {
         "command": "python -m open_r1_egsw.compare " + " ".join(argv),
+        "task": TASKS[args.task],
+        "versions": _versions(),
         "seeds": args.seeds,
         "overrides": _overrides(args) + extra,
         "recipe_sha256": {source: recipe_hash(snapshot) for source, snapshot in recipes.items()},
@@ -148,8 +178,8 @@ def main_compare(argv: list[str], extra: list[str]) -> int:
     _common_options(parser, "reports/compare")
     parser.add_argument("--methods", nargs="+", default=list(METHOD_RECIPES), choices=list(METHOD_RECIPES))
     args = parser.parse_args(argv)
-    _budget(args, COMPARE_DEFAULTS)
-    recipes = _check_recipes({m: METHOD_RECIPES[m] for m in args.methods}, args.allow_recipe_drift)
+    _budget(args, COMPARE_DEFAULTS, "reports/compare")
+    recipes = _check_recipes({m: method_recipes(args.task)[m] for m in args.methods}, args.allow_recipe_drift)
     if not recipes:
         fail("none of the selected methods has a recipe.")
     out = Path(args.output_dir)
@@ -192,8 +222,8 @@ def main_sweep(argv: list[str], extra: list[str]) -> int:
     parser.add_argument("--stage2_alpha", default="best",
                         help="alpha of the P sweep: 'best' (of stage 1) or a number, e.g. 0.3")  # fmt: skip
     args = parser.parse_args(argv)
-    _budget(args, SWEEP_DEFAULTS)
-    recipe = METHOD_RECIPES["egsw"]
+    _budget(args, SWEEP_DEFAULTS, "reports/sweep")
+    recipe = method_recipes(args.task)["egsw"]
     if not Path(recipe).exists():
         fail(f"the EGSW recipe {recipe} is missing.")
     out = Path(args.output_dir)

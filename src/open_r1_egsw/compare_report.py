@@ -158,7 +158,9 @@ def config_block(config: dict) -> str:
         f"- seeds: {' '.join(map(str, config['seeds']))}; overrides for every run: `{' '.join(config['overrides'])}`",
         f"- recipes (sha256[:12]): {hashes}",
         f"- machine: {config['machine']}; total wall time {config['wall_s'] / 60:.1f} min (jobs={config['jobs']})",
-    ])  # fmt: skip
+    ] + ([f"- task: {config['task']}"] if config.get("task") else [])
+      + ([f"- versions: {', '.join(f'{k} {v}' for k, v in config['versions'].items())}"]
+         if config.get("versions") else []))  # fmt: skip
 
 
 def write_compare_report(result: dict, config: dict, out_dir: Path, window: int, threshold: float) -> Path:
