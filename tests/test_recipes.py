@@ -152,15 +152,18 @@ COMPARISON_METHOD_KEYS = {
 }
 
 
-def test_comparison_recipes_differ_from_grpo_only_in_their_method_keys():
-    """make compare's recipes, parsed with the trainer's classes: each is the GRPO recipe plus its own method keys."""
-    from open_r1_egsw.compare import METHOD_RECIPES
+@pytest.mark.parametrize("task", ["tiny", "demo"])
+def test_comparison_recipes_differ_from_grpo_only_in_their_method_keys(task):
+    """make compare's recipes (and compare-demo's), parsed with the trainer's classes: each is the GRPO recipe plus
+    its own method keys."""
+    from open_r1_egsw.compare import method_recipes
 
-    assert list(METHOD_RECIPES) == ["grpo", *COMPARISON_METHOD_KEYS]
-    baseline = ROOT / METHOD_RECIPES["grpo"]
+    recipes = method_recipes(task)
+    assert list(recipes) == ["grpo", *COMPARISON_METHOD_KEYS]
+    baseline = ROOT / recipes["grpo"]
     for method, keys in COMPARISON_METHOD_KEYS.items():
-        assert differing(baseline, ROOT / METHOD_RECIPES[method]) - RUN_NAME_FIELDS == keys, method
-    parsed = {method: parse(ROOT / path)[1] for method, path in METHOD_RECIPES.items()}
+        assert differing(baseline, ROOT / recipes[method]) - RUN_NAME_FIELDS == keys, method
+    parsed = {method: parse(ROOT / path)[1] for method, path in recipes.items()}
     assert parsed["egsw_seq"].egsw_granularity == "sequence" and parsed["egsw"].egsw_granularity == "token"
     assert parsed["egsw_clip_b"].use_egsw and parsed["egsw_clip_b"].entropy_clip == "clip_b"
     # TRL's own entropy methods, TRL's fields (trl 1.16 GRPOConfig), not ours
