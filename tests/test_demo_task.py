@@ -82,3 +82,29 @@ def test_solution_text_rejects_bad_paths():
     with pytest.raises(ValueError, match="unknown path"):
         solution_text(37, 48, "guess", random.Random(0))
     assert completion_text("1 + 2 = 3", 3) == "<think>\n1 + 2 = 3\n</think>\n<answer>\n\\boxed{3}\n</answer>"
+
+
+@pytest.mark.slow
+def test_demo_warm_start_has_the_properties_egsw_needs(tmp_path):
+    """The real warm start (recipes/demo/sft/config.yaml from a fresh build), measured on one sampled batch of 32
+    prompts x 8 completions by task_stats.measure (the numbers of the README): entropy >= 0.3 nats a token, length
+    CV within groups >= 0.2, completions of a group differing in entropy, and EGSW weights at alpha 0.8 away from
+    alpha 0 under the recipes' log_vocab normalization. SFT of 900 steps: 3.3 CPU-minutes (8 min wall on the busy
+    2-core machine, above the ~3 minutes a slow test should take)."""
+    from open_r1_egsw.demo_task import DEMO_SFT_RECIPE
+    from open_r1_egsw.embedded import warm_start
+    from open_r1_egsw.task_stats import measure
+
+    paths = build_demo_assets(tmp_path / "demo")
+    model = warm_start(paths, DEMO_SFT_RECIPE)
+    result = measure(model, paths.data, prompts=32, num_generations=8, max_new_tokens=64, eval_rows=200, seed=0)
+    assert result["mean_token_entropy_nats"] >= 0.3, result
+    assert result["length_cv_within_group"] >= 0.2, result
+    assert result["entropy_spread_within_group_nats"] >= 0.02, result
+    assert result["weights_log_vocab"]["mean_abs_diff_alpha0.8_vs_0"] >= 0.01, result
+    weights, raw = result["weights_log_vocab"], result["weights_nats"]
+    assert weights["ess_alpha0.8"] < weights["ess_alpha0"]  # entropy differences sharpen the weights
+    assert raw["mean_abs_diff_alpha0.8_vs_0"] > 3 * weights["mean_abs_diff_alpha0.8_vs_0"]  # log |V| = 5.8 here
+    # Not asserted: "room to learn". This warm start is right on only ~9% of the test rows greedily (it does not yet
+    # copy the operands reliably), so GRPO's end point was not measured (README, Results).
+    assert result["greedy_accuracy"] <= 0.9, result
