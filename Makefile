@@ -3,7 +3,7 @@
 #   make test    # the whole test suite, slow end-to-end tests included (what CI runs)
 # Both create .venv and install the pinned CPU stack into it when it is absent or older than setup.py.
 
-.PHONY: install train test test-fast quality style bench clean compare sweep
+.PHONY: install train test test-fast quality style bench clean compare sweep compare-demo sweep-demo
 
 PYTHON ?= python3
 VENV := .venv
@@ -53,12 +53,12 @@ style: $(STAMP)
 	$(VENV)/bin/ruff format src tests scripts
 
 clean:
-	rm -rf .cache/embedded data results reports .pytest_cache
+	rm -rf .cache/embedded .cache/demo data results reports .pytest_cache
 
 bench: $(STAMP)
 	$(PY) scripts/bench_egsw.py $(ARGS)
 
-# Method comparison (README "Results"): GRPO, EGSW, Clip_B, Clip_V, tiny recipes, seeds 0 1 2 -> reports/compare/
+# Method comparison (README "Results"): the 8 methods of compare.METHODS, tiny recipes, seeds 0 1 2 -> reports/compare/
 # (compare.md/.json + PNGs). ARGS go to compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4".
 compare: $(STAMP)
 	$(PY) -m open_r1_egsw.embedded --warm-start
@@ -68,6 +68,16 @@ compare: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m open_r1_egsw.embedded --warm-start
 	$(PY) -m open_r1_egsw.compare sweep $(ARGS)
+
+# The same on the demo task (demo_task.py: solution paths of different lengths, real sampling entropy), recipes/demo/
+# -> reports/compare-demo/, reports/sweep-demo/
+compare-demo: $(STAMP)
+	$(PY) -m open_r1_egsw.demo_task --warm-start
+	$(PY) -m open_r1_egsw.compare --task demo $(ARGS)
+
+sweep-demo: $(STAMP)
+	$(PY) -m open_r1_egsw.demo_task --warm-start
+	$(PY) -m open_r1_egsw.compare sweep --task demo $(ARGS)
 
 # ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----
 #   make evaluate                      # embedded tiny model, offline on CPU, synthetic local rows (a few minutes)

@@ -1,4 +1,4 @@
-"""compare.py: numbers read back from fabricated run files, and the --quick comparison end to end."""
+"""compare.py and its modules (compare_runs, compare_stats, compare_report): numbers read back from fabricated run files, and the --quick comparison end to end."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from open_r1_egsw import compare
+from open_r1_egsw import compare, compare_report, compare_runs, compare_stats
 from open_r1_egsw.utils import MetricsJSONLCallback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ def fake_run(run_dir: Path, rewards, lengths, accuracy_after=None, runtime=None,
         accuracy = {"accuracy_before": 0.1, "accuracy_after": accuracy_after, "accuracy_rows": 10}
         (run_dir / "accuracy.json").write_text(json.dumps(accuracy))
     if returncode is not None:
-        (run_dir / compare.RUN_RECORD).write_text(json.dumps({"returncode": returncode, "error": "boom"}))
+        (run_dir / compare_runs.RUN_RECORD).write_text(json.dumps({"returncode": returncode, "error": "boom"}))
 
 
 @pytest.fixture
@@ -56,16 +56,16 @@ def fabricated(tmp_path):
 
 def test_trailing_mean_and_threshold():
     """The trailing mean uses fewer values at the start and skips None; the threshold is inclusive."""
-    assert compare.trailing_mean([1.0, None, 3.0, 5.0], 2) == [1.0, 1.0, 3.0, 4.0]
-    assert compare.steps_to_threshold([5, 10, 15], [0.0, 1.0, 1.0], 1.0, 2) == 15
-    assert compare.steps_to_threshold([5, 10, 15], [0.0, 1.0, 1.0], 1.0, 1) == 10
-    assert compare.steps_to_threshold([5, 10], [0.0, 0.1], 1.0, 1) is None
-    assert compare.steps_to_threshold([5, 10, 15], [1.0, 0.0, 1.0], 1.0, 2) is None  # step 5: window not full
+    assert compare_stats.trailing_mean([1.0, None, 3.0, 5.0], 2) == [1.0, 1.0, 3.0, 4.0]
+    assert compare_stats.steps_to_threshold([5, 10, 15], [0.0, 1.0, 1.0], 1.0, 2) == 15
+    assert compare_stats.steps_to_threshold([5, 10, 15], [0.0, 1.0, 1.0], 1.0, 1) == 10
+    assert compare_stats.steps_to_threshold([5, 10], [0.0, 0.1], 1.0, 1) is None
+    assert compare_stats.steps_to_threshold([5, 10, 15], [1.0, 0.0, 1.0], 1.0, 2) is None  # step 5: window not full
 
 
 def test_aggregate_fabricated_runs(fabricated):
     """Final accuracy mean/std, steps to threshold and mean completion length, exactly, per seed and per method."""
-    result = compare.aggregate(fabricated, ["grpo", "egsw"], threshold=0.5, window=2)
+    result = compare_stats.aggregate(fabricated, ["grpo", "egsw"], threshold=0.5, window=2)
     grpo, egsw = (result["groups"][m] for m in ("grpo", "egsw"))
     assert [r["steps_to_threshold"] for r in grpo["runs"]] == [3, None]
     assert [r["mean_completion_length"] for r in grpo["runs"]] == [13.0, 20.0]
@@ -94,8 +94,8 @@ def test_aggregate_fabricated_runs(fabricated):
 
 def test_markdown_table_rows(fabricated):
     """The compare table: one row per method, in order, with the formatted numbers above."""
-    result = compare.aggregate(fabricated, ["grpo", "egsw"], threshold=0.5, window=2)
-    lines = compare.compare_table(result, 0.5).splitlines()
+    result = compare_stats.aggregate(fabricated, ["grpo", "egsw"], threshold=0.5, window=2)
+    lines = compare_report.compare_table(result, 0.5).splitlines()
     assert lines[0].startswith("| method | runs ok | final accuracy (mean ± std) | min – max |")
     assert "steps to reward ≥ 0.5" in lines[0]
     assert (
@@ -107,30 +107,30 @@ def test_markdown_table_rows(fabricated):
         == "| egsw | 2/3 | 0.800 ± 0.141 | 0.700 – 0.900 | 0.100 | 2.0 (2/2) | 9.0 | 0.825 | 0.500 | n/a | 35 |"
     )
     assert len(lines) == 4
-    assert "egsw seed 2: failed" in compare.failures_text(result)
+    assert "egsw seed 2: failed" in compare_report.failures_text(result)
 
 
 def test_curves_mean_and_band(fabricated):
     """A curve is the mean over the ok runs of the smoothed metric, with their min and max."""
-    loaded = compare.aggregate(fabricated, ["grpo"], threshold=0.5, window=1)["groups"]["grpo"]["_loaded"]
-    steps, mean, low, high = compare.curve(loaded, "completions/mean_length", window=1)
+    loaded = compare_stats.aggregate(fabricated, ["grpo"], threshold=0.5, window=1)["groups"]["grpo"]["_loaded"]
+    steps, mean, low, high = compare_stats.curve(loaded, "completions/mean_length", window=1, band="minmax")
     assert steps == [1, 2, 3, 4]
     assert mean == [15.0, 16.0, 17.0, 18.0] and low == [10, 12, 14, 16] and high == [20, 20, 20, 20]
-    assert compare.curve(loaded, "egsw/ess", window=1) is None
+    assert compare_stats.curve(loaded, "egsw/ess", window=1) is None
 
 
 def test_sweep_report_and_heatmap(tmp_path):
     """The sweep table parses (alpha, P) from the run folders; the heatmap leaves unrun cells blank."""
     fake_run(tmp_path / "a0.3_p1/seed0", [0.5], [8], 0.6, extra={"egsw/ess": 0.8, "egsw/weight_min": 0.1})
     fake_run(tmp_path / "a0.8_p1.5/seed0", [0.5], [8], 0.4, extra={"egsw/ess": 0.7, "egsw/weight_min": 0.2})
-    result = compare.aggregate(tmp_path, ["a0.3_p1", "a0.8_p1.5"], threshold=0.5, window=1)
-    rows = compare.sweep_table(result).splitlines()
+    result = compare_stats.aggregate(tmp_path, ["a0.3_p1", "a0.8_p1.5"], threshold=0.5, window=1)
+    rows = compare_report.sweep_table(result).splitlines()
     assert rows[2].startswith("| 0.3 | 1 | 1/1 | 0.600 ± 0.000 | 0.100 |") and "| 0.800 |" in rows[2]
     assert rows[3].startswith("| 0.8 | 1.5 | 1/1 | 0.400 ± 0.000 | 0.200 |")
-    assert compare.parse_setting(compare.setting_label(0.1, 2.0)) == (0.1, 2.0)
+    assert compare_report.parse_setting(compare_report.setting_label(0.1, 2.0)) == (0.1, 2.0)
     config = {"command": "test", "seeds": [0], "overrides": [], "recipe_sha256": {}, "machine": "test", "wall_s": 0.0,
               "jobs": 1, "alphas": compare.SWEEP_ALPHAS, "temperatures": compare.SWEEP_TEMPERATURES}  # fmt: skip
-    compare.write_sweep_report(result, config, tmp_path)
+    compare_report.write_sweep_report(result, config, tmp_path)
     assert (tmp_path / "sweep_heatmap.png").read_bytes()[:8] == PNG_MAGIC
     assert "| 0.8 | 1.5 |" in (tmp_path / "sweep.md").read_text()
 
@@ -140,29 +140,29 @@ def test_runs_with_different_recipes_are_flagged(tmp_path):
     for seed, digest in ((0, "aaaaaaaaaaaa"), (1, "bbbbbbbbbbbb")):
         fake_run(tmp_path / f"egsw/seed{seed}", [0.5], [8], 0.5)
         record = {"returncode": 0, "recipe_sha256": digest}
-        (tmp_path / f"egsw/seed{seed}" / compare.RUN_RECORD).write_text(json.dumps(record))
-    result = compare.aggregate(tmp_path, ["egsw"], threshold=0.5, window=1)
+        (tmp_path / f"egsw/seed{seed}" / compare_runs.RUN_RECORD).write_text(json.dumps(record))
+    result = compare_stats.aggregate(tmp_path, ["egsw"], threshold=0.5, window=1)
     assert result["warnings"] == ["egsw: its runs used different recipes (sha256[:12] aaaaaaaaaaaa, bbbbbbbbbbbb)"]
-    assert "Warning: egsw: its runs used different recipes" in compare.failures_text(result)
+    assert "Warning: egsw: its runs used different recipes" in compare_report.failures_text(result)
 
 
 def test_recipes_are_snapshotted(tmp_path):
     """Runs read a copy of each recipe taken at launch, so edits to recipes/ during a comparison cannot leak in."""
-    snapshots = compare.snapshot_recipes({"grpo": str(ROOT / compare.METHOD_RECIPES["grpo"])}, tmp_path)
+    snapshots = compare_runs.snapshot_recipes({"grpo": str(ROOT / compare.METHOD_RECIPES["grpo"])}, tmp_path)
     assert snapshots == {"grpo": str(tmp_path / "recipes/grpo.yaml")}
     assert Path(snapshots["grpo"]).read_bytes() == (ROOT / compare.METHOD_RECIPES["grpo"]).read_bytes()
 
 
 def test_tiny_recipes_compare_like_for_like():
     """The four tiny recipes differ only in method keys (EGSW / clip keys, output_dir)."""
-    assert compare.recipe_drift({m: str(ROOT / p) for m, p in compare.METHOD_RECIPES.items()}) == []
+    assert compare_runs.recipe_drift({m: str(ROOT / p) for m, p in compare.METHOD_RECIPES.items()}) == []
 
 
 def test_recipe_drift_is_reported(tmp_path):
     """A shared key that differs is named; method keys may differ."""
     (tmp_path / "a.yaml").write_text("learning_rate: 1.0e-4\nuse_egsw: true\noutput_dir: a\n")
     (tmp_path / "b.yaml").write_text("learning_rate: 2.0e-4\nuse_egsw: false\nentropy_clip: clip_b\noutput_dir: b\n")
-    drift = compare.recipe_drift({"a": str(tmp_path / "a.yaml"), "b": str(tmp_path / "b.yaml")})
+    drift = compare_runs.recipe_drift({"a": str(tmp_path / "a.yaml"), "b": str(tmp_path / "b.yaml")})
     assert drift == ["learning_rate: 0.0001 in a vs 0.0002 in b"]
 
 
@@ -178,20 +178,35 @@ def tiny_overrides(assets):
             "--per_device_train_batch_size", "16"]  # fmt: skip
 
 
+def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path):
+    """A report of a folder that does not exist: `error: ...` naming it, exit code 2, nothing written."""
+    proc = run_compare("report", "--output_dir", tmp_path / "absent")
+    assert proc.returncode == 2 and proc.stderr == f"error: no such directory: {tmp_path / 'absent'}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_quick_compare_end_to_end(tiny_assets, tmp_path):
-    """--quick: 4 methods x 2 seeds x 2 steps run as grpo.py subprocesses; table, JSON and PNGs come out."""
+    """--quick with seed 0: the 8 methods x 2 steps run as grpo.py subprocesses (one at a time); table, intervals,
+    paired differences to GRPO, JSON and PNGs come out (one seed keeps it under ~3 minutes: the intervals themselves
+    are tested on fabricated runs in test_compare_stats.py)."""
     out = tmp_path / "compare"
-    proc = run_compare("--quick", "--jobs", "2", "--output_dir", out, "--", *tiny_overrides(tiny_assets))
+    proc = run_compare("--quick", "--seeds", "0", "--jobs", "1", "--output_dir", out, "--",
+                       *tiny_overrides(tiny_assets))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (out / "compare.md").read_text()
-    for method in ("grpo", "egsw", "clip_b", "clip_v"):
-        assert f"| {method} | 2/2 |" in table
-        for seed in (0, 1):
-            records = [r for r in json.loads((out / "compare.json").read_text())["groups"][method]["runs"]]
-            assert [r["steps"] for r in records] == [2, 2] and records[seed]["final_accuracy"] is not None
-    assert "No failed runs." in table and "Warning" not in table
-    assert (out / "recipes/clip_v.yaml").exists()  # the recipes as they were at launch
+    saved = json.loads((out / "compare.json").read_text())
+    for method in compare.METHODS:
+        assert f"| {method} | 1/1 |" in table
+        (record,) = saved["groups"][method]["runs"]
+        assert record["steps"] == 2 and record["final_accuracy"] is not None and record["reward_auc"] is not None
+        assert (out / "recipes" / f"{method}.yaml").exists()  # the recipes as they were at launch
+    assert list(saved["paired"]) == compare.METHODS[1:]
+    for method, metrics in saved["paired"].items():
+        assert metrics["final_accuracy"]["seeds"] == [0] and metrics["final_accuracy"]["half_width"] is None, method
+    assert "No failed runs." in table and "Warning" not in table and "| method - grpo |" in table
+    ess = saved["groups"]["egsw"]["summary"]["egsw/ess"]
+    assert 0 < ess <= 1 and saved["groups"]["top_entropy"]["summary"]["egsw/ess"] is None
     for name in ("reward", "entropy", "completion_length", "ess", "curves"):
         data = (out / f"{name}.png").read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 2000, name

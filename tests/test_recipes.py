@@ -137,3 +137,37 @@ def test_7b_egsw_recipes_use_the_papers_values(path, alpha, temperature):
     _, args, _ = parse(RECIPES / path / "egsw" / "config.yaml")
     assert args.use_egsw and args.egsw_alpha == alpha and args.egsw_temperature == temperature
     assert args.egsw_entropy_normalization == "log_vocab"
+
+
+# What each comparison recipe changes w.r.t. the GRPO baseline, parsed (so defaults count: egsw's alpha 0.3 and P 1.0
+# are EGSWConfig's defaults and do not show); output_dir and the other run names differ for every method.
+COMPARISON_METHOD_KEYS = {
+    "egsw": {"use_egsw"},
+    "egsw_seq": {"use_egsw", "egsw_granularity"},
+    "clip_b": {"entropy_clip", "entropy_clip_mu"},
+    "clip_v": {"entropy_clip", "entropy_clip_mu", "entropy_clip_max_frac"},
+    "egsw_clip_b": {"use_egsw", "entropy_clip", "entropy_clip_mu"},
+    "top_entropy": {"top_entropy_quantile"},
+    "entropy_bonus": {"entropy_coef"},
+}
+
+
+@pytest.mark.parametrize("task", ["tiny", "demo"])
+def test_comparison_recipes_differ_from_grpo_only_in_their_method_keys(task):
+    """make compare's recipes (and compare-demo's), parsed with the trainer's classes: each is the GRPO recipe plus
+    its own method keys."""
+    from open_r1_egsw.compare import method_recipes
+
+    recipes = method_recipes(task)
+    assert list(recipes) == ["grpo", *COMPARISON_METHOD_KEYS]
+    baseline = ROOT / recipes["grpo"]
+    for method, keys in COMPARISON_METHOD_KEYS.items():
+        assert differing(baseline, ROOT / recipes[method]) - RUN_NAME_FIELDS == keys, method
+    parsed = {method: parse(ROOT / path)[1] for method, path in recipes.items()}
+    assert parsed["egsw_seq"].egsw_granularity == "sequence" and parsed["egsw"].egsw_granularity == "token"
+    assert parsed["egsw_clip_b"].use_egsw and parsed["egsw_clip_b"].entropy_clip == "clip_b"
+    # TRL's own entropy methods, TRL's fields (trl 1.16 GRPOConfig), not ours
+    assert {"top_entropy_quantile", "entropy_coef"} <= {f.name for f in fields(trl.GRPOConfig)} - EGSW_FIELDS
+    assert parsed["top_entropy"].top_entropy_quantile == 0.2 and parsed["grpo"].top_entropy_quantile == 1.0
+    assert parsed["entropy_bonus"].entropy_coef == 0.01 and not parsed["entropy_bonus"].use_adaptive_entropy
+    assert parsed["grpo"].entropy_coef == 0.0

@@ -29,6 +29,7 @@ import os
 import random
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -155,9 +156,9 @@ def make_rows(spec: EmbeddedSpec) -> dict[str, list[dict]]:
     return rows
 
 
-def write_dataset(spec: EmbeddedSpec, out_dir: Path) -> None:
+def write_dataset(spec: EmbeddedSpec, out_dir: Path, rows_fn: Callable = make_rows) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split, rows in make_rows(spec).items():
+    for split, rows in rows_fn(spec).items():
         with open(out_dir / f"{split}.jsonl", "w") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
@@ -168,15 +169,15 @@ def write_dataset(spec: EmbeddedSpec, out_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _training_corpus(spec: EmbeddedSpec) -> list[str]:
+def _training_corpus(spec: EmbeddedSpec, rows_fn: Callable = make_rows) -> list[str]:
     texts = [SYSTEM_PROMPT, "system\nuser\nassistant\n"]
-    for rows in make_rows(spec).values():
+    for rows in rows_fn(spec).values():
         for row in rows:
             texts += [row["problem"], row["solution"], row["completion_reference"]]
     return texts
 
 
-def build_tokenizer(spec: EmbeddedSpec, out_dir: Path):
+def build_tokenizer(spec: EmbeddedSpec, out_dir: Path, rows_fn: Callable = make_rows):
     """A byte-level BPE trained with Qwen2's own normaliser and pre-tokeniser.
 
     transformers 5 loads a `model_type: qwen2` checkpoint with `Qwen2Tokenizer`, which re-imposes Qwen2's
@@ -202,7 +203,7 @@ def build_tokenizer(spec: EmbeddedSpec, out_dir: Path):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator(_training_corpus(spec), trainer=trainer)
+    backend.train_from_iterator(_training_corpus(spec, rows_fn), trainer=trainer)
     model_state = json.loads(backend.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_state["merges"]]
     tokenizer = Qwen2Tokenizer(
@@ -253,8 +254,12 @@ def build_model(spec: EmbeddedSpec, tokenizer, out_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build_assets(root: Path = DEFAULT_ROOT, spec: EmbeddedSpec | None = None, force: bool = False) -> EmbeddedPaths:
-    """Build (or reuse, when the fingerprint matches) the data set, tokenizer and base model under `root`."""
+def build_assets(
+    root: Path = DEFAULT_ROOT, spec: EmbeddedSpec | None = None, force: bool = False, rows_fn: Callable = make_rows
+) -> EmbeddedPaths:
+    """Build (or reuse, when the fingerprint matches) the data set, tokenizer and base model under `root`.
+
+    `rows_fn(spec)` makes the rows (default: this task's `make_rows`; demo_task.py passes its own)."""
     spec = spec or EmbeddedSpec()
     paths = EmbeddedPaths(Path(root))
     if not force and paths.manifest.exists():
@@ -265,8 +270,8 @@ def build_assets(root: Path = DEFAULT_ROOT, spec: EmbeddedSpec | None = None, fo
     for stale in (paths.data, paths.base_model, paths.sft_model):
         if stale.exists():
             shutil.rmtree(stale)
-    write_dataset(spec, paths.data)
-    tokenizer = build_tokenizer(spec, paths.base_model)
+    write_dataset(spec, paths.data, rows_fn)
+    tokenizer = build_tokenizer(spec, paths.base_model, rows_fn)
     build_model(spec, tokenizer, paths.base_model)
     paths.manifest.write_text(json.dumps({"fingerprint": spec.fingerprint(), "spec": asdict(spec)}, indent=2))
     return paths

@@ -1,4 +1,5 @@
-"""PNG figures for compare.py: per-step curves (mean over seeds, min-max band) and the EGSW alpha x P heatmap.
+"""PNG figures for compare.py: per-step curves (mean over seeds, a band: 95% t interval or min-max) and the EGSW
+alpha x P heatmap.
 
 matplotlib runs with the Agg backend (no display needed); figures are kept small (about 100 dpi) so that the ones
 copied to docs/figures/ stay light in git.
@@ -59,7 +60,7 @@ def _draw_curves(ax, curves: Curves, title: str, ylabel: str, colors: dict[str, 
 def plot_curves(
     curves: Curves, path: str | Path, title: str, ylabel: str, colors: dict[str, str] | None = None
 ) -> Path:
-    """One metric against step: the mean over seeds as a line, the min-max over seeds as a band."""
+    """One metric against step: the mean over seeds as a line, (low, high) of each curve as a band."""
     fig, ax = plt.subplots(figsize=(6, 4))
     _draw_curves(ax, curves, title, ylabel, colors)
     fig.tight_layout()

@@ -1,0 +1,127 @@
+"""A second embedded task, built like the default one (locally, deterministically), where entropy and length vary.
+
+The default task (embedded.py) has one solution path of fixed length, so the warm start samples with about 0.02
+nats a token and every completion is 36 tokens: the entropy term of EGSW has nothing to act on. Here the
+demonstrations mix several valid ways to add two two-digit numbers, of different lengths, and one of them is
+error-prone:
+
+- direct:  `37 + 48 = 85`                          short; the demonstrations drop the carry on a share of problems
+- split:   `37 + 48 = 70 + 15 = 85`                 tens and units, always right
+- chunks:  `37 + 48 = 37 + 19 + 29 = 56 + 29 = 85`  the second operand cut at a random point, always right
+
+Each demonstration also writes the operands in either order. The warm start therefore samples a path at the
+first token, random cut points (digits with real uncertainty) and, on the direct path, a carry it half believes in:
+token entropy that differs between completions of the same group, lengths that differ, and a reward that can be
+raised (the direct path is the one to unlearn, or to fix).
+
+    python -m open_r1_egsw.demo_task               # build (or reuse) .cache/demo/{data,base-model}
+    python -m open_r1_egsw.demo_task --warm-start  # ... then the SFT warm start (recipes/demo/sft/config.yaml)
+
+The cache, tokenizer and model are embedded.py's (`build_assets(..., rows=make_demo_rows)`); the default task's
+assets and outputs are unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .embedded import EmbeddedSpec, build_assets, has_carry, warm_start
+
+DEMO_VERSION = 1  # bump when the demo rows change (part of the cache fingerprint through `EmbeddedSpec.version`)
+DEFAULT_DEMO_ROOT = Path(".cache/demo")
+DEMO_SFT_RECIPE = Path("recipes/demo/sft/config.yaml")
+PATHS = ("direct", "split", "chunks")
+
+
+@dataclass(frozen=True)
+class DemoSpec(EmbeddedSpec):
+    """EmbeddedSpec plus the demonstration mix; `task` keeps its fingerprint apart from the default task's."""
+
+    task: str = "demo"
+    demo_version: int = DEMO_VERSION
+    path_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # direct, split, chunks
+    direct_slip: float = 0.6  # share of direct-path demonstrations with a carry that drop it
+    swap_operands: float = 0.5  # share of demonstrations that write `b + a`
+
+
+def solution_text(a: int, b: int, path: str, rng: random.Random, slip: bool = False) -> tuple[str, int]:
+    """(the think text, its final number) of one solution path; only `direct` can `slip` (drop the carry)."""
+    total = a + b
+    if path == "direct":
+        answer = total - 10 * slip
+        return f"{a} + {b} = {answer}", answer
+    if slip:
+        raise ValueError(f"only the direct path slips, not {path!r}")
+    if path == "split":
+        return f"{a} + {b} = {10 * (a // 10 + b // 10)} + {a % 10 + b % 10} = {total}", total
+    if path == "chunks":
+        first = rng.randint(1, b - 1)
+        return f"{a} + {b} = {a} + {first} + {b - first} = {a + first} + {b - first} = {total}", total
+    raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+
+
+def completion_text(think: str, answer: int) -> str:
+    return f"<think>\n{think}\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
+
+
+def make_demo_rows(spec: DemoSpec) -> dict[str, list[dict]]:
+    """Train and test rows, disjoint in (a, b), deterministic in `spec.seed`; gold always right, demonstrations
+    (train `completion_reference`) drawn from the path mix, the direct ones slipping on carries."""
+    rng = random.Random(spec.seed)
+    operands = range(spec.min_operand, spec.max_operand + 1)
+    pairs = [(a, b) for a in operands for b in operands]
+    rng.shuffle(pairs)
+    needed = spec.num_train + spec.num_test
+    if needed > len(pairs):
+        raise ValueError(f"num_train + num_test = {needed} exceeds the {len(pairs)} distinct problems.")
+    rows: dict[str, list[dict]] = {}
+    for split, split_pairs in (("test", pairs[: spec.num_test]), ("train", pairs[spec.num_test : needed])):
+        rows[split] = []
+        for a, b in split_pairs:
+            path = rng.choices(PATHS, weights=spec.path_weights)[0]
+            slip = path == "direct" and has_carry(a, b) and rng.random() < spec.direct_slip
+            x, y = (b, a) if rng.random() < spec.swap_operands else (a, b)
+            think, answer = solution_text(x, y, path, rng, slip)
+            gold, _ = solution_text(a, b, "split", rng)
+            rows[split].append({
+                "problem": f"What is {a} + {b}?",
+                "solution": f"{gold}. The answer is $\\boxed{{{a + b}}}$.",
+                "answer": str(a + b),
+                "completion_reference": completion_text(think, answer),
+                "path": path,
+                "level": "Level 2" if has_carry(a, b) else "Level 1",
+                "type": "Arithmetic",
+            })  # fmt: skip
+    return rows
+
+
+def build_demo_assets(root: Path = DEFAULT_DEMO_ROOT, spec: DemoSpec | None = None, force: bool = False):
+    """Data set + tokenizer + random base model of the demo task under `root` (cached by fingerprint)."""
+    return build_assets(Path(root), spec or DemoSpec(), force=force, rows_fn=make_demo_rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=os.environ.get("DEMO_ROOT", str(DEFAULT_DEMO_ROOT)))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cache fingerprint matches")
+    parser.add_argument("--warm-start", action="store_true", help="also run the SFT warm start")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    paths = build_demo_assets(Path(args.root), DemoSpec(seed=args.seed), force=args.force)
+    if args.warm_start:
+        warm_start(paths, DEMO_SFT_RECIPE)
+    paths_json = {"data": str(paths.data), "base_model": str(paths.base_model), "sft_model": str(paths.sft_model)}
+    sys.stdout.write(json.dumps(paths_json) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
