@@ -93,7 +93,9 @@ CHOICES = {
     "log_level_replica": ("detail", "debug", "info", "warning", "error", "critical", "passive"),
     "train_sampling_strategy": ("random", "sequential", "group_by_length", "batch_rebalance"),
     "include_num_input_tokens_seen": ("all", "non_padding", "no"),
+    "pad_to_multiple_of": ("auto",),
 }
+NOT_NULL = {"num_generations"}  # typed `int | None` in TRL 1.16, but None fails its own checks
 NOT_FROM_RECIPE = {"parallelism_config"}  # objects, not values: only the default (None) can be given
 
 
@@ -146,15 +148,48 @@ def parse_recipe_args(dataclass_types: tuple, argv: list[str] | None = None, wor
     for name, (_, hint) in specs.items():
         if name in values and (name in config or name in flags):  # what the user set, in the file or as a flag
             values[name] = check_value(name, hint, values[name])
-    outputs = []
+    user_keys = [name for name in specs if name in config or name in flags]
     with _world_size(None if world_size is None else world_size(values)):
-        for dtype in dataclass_types:
-            inputs = {f.name: values[f.name] for f in dataclasses.fields(dtype) if f.init and f.name in values}
-            try:
-                outputs.append(dtype(**inputs))
-            except (ValueError, TypeError) as err:
-                raise ConfigError(str(err).strip().splitlines()[0]) from None
+        try:
+            return _build(dataclass_types, values)
+        except Exception as err:  # noqa: BLE001 (building config objects fails only on their values)
+            message = " ".join(str(err).split()) or type(err).__name__
+            if not any(key in message for key in user_keys):
+                culprit = _culprit(dataclass_types, values, specs, user_keys)
+                if culprit:
+                    accepts = _describe(culprit, _options(specs[culprit][1]))
+                    message = f"recipe key {culprit}: {message} (it accepts {accepts})"
+            raise ConfigError(message) from None
+
+
+def _build(dataclass_types, values: dict) -> tuple:
+    outputs = []
+    for dtype in dataclass_types:
+        inputs = {f.name: values[f.name] for f in dataclasses.fields(dtype) if f.init and f.name in values}
+        outputs.append(dtype(**inputs))
     return tuple(outputs)
+
+
+def _culprit(dataclass_types, values: dict, specs: dict, user_keys: list[str]) -> str | None:
+    """The first user-set key whose reverting to its default lets the classes build (an error that names no key)."""
+    for key in user_keys:
+        default = _default(specs[key][0])
+        if default is dataclasses.MISSING:
+            continue
+        try:
+            _build(dataclass_types, {**values, key: default})
+        except Exception:  # noqa: BLE001
+            continue
+        return key
+    return None
+
+
+def _default(field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
 
 
 @contextlib.contextmanager
@@ -213,6 +248,10 @@ def check_value(name: str, hint, value):
     if name in NOT_FROM_RECIPE:
         raise ConfigError(f"recipe key {name}: cannot be set from a recipe (it takes an object); remove it.")
     options = _options(hint)
+    if any(isinstance(o, type) and issubclass(o, enum.Enum) for o in options):
+        options = [o for o in options if o is not str]  # `SchedulerType | str`: the string must be a member's value
+    if name in NOT_NULL:
+        options = [o for o in options if o is not type(None)]
     if value is None:
         if type(None) in options:
             return None
