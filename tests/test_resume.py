@@ -27,11 +27,15 @@ TIMING = ("step_time", "train_runtime", "train_samples_per_second", "train_steps
 
 def resume_args(assets, out, *extra):
     return tiny_args(assets, out, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2",
-                     "--steps_per_generation", "2", "--egsw_controller", "entropy", "--seed", "7", *extra)  # fmt: skip
+                     "--steps_per_generation", "2", "--egsw_controller", "entropy", "--seed", "7",
+                     "--reward_funcs", "chars", "--reward_weights", "1.0", "--learning_rate", "1e-3", *extra)  # fmt: skip
 
 
 def helper(*args):
-    return run(HELPER, *args)
+    """grpo.py's CLI plus the `chars` reward (tests/helpers/run_grpo.py), so that the tiny random model learns."""
+    if "--" not in args:
+        args = ("--", *args)
+    return run(HELPER, "--chars-reward", *args)
 
 
 def train_records(out):
@@ -64,15 +68,17 @@ def assert_same_state(a: Path, b: Path):
 def test_kill_and_resume_is_bit_exact(tiny_assets, tmp_path):
     """SIGKILL after step 3 (checkpoint-2 written, checkpoint-4 not), resume `last`: same state as no kill."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    proc = run(GRPO, *resume_args(tiny_assets, whole))
+    proc = helper(*resume_args(tiny_assets, whole))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    moved = load_file(whole / "checkpoint-2/model.safetensors"), load_file(whole / "checkpoint-6/model.safetensors")
+    assert any(not torch.equal(moved[0][k], moved[1][k]) for k in moved[0])  # the comparison below is not vacuous
 
     proc = helper("--kill-at-step", "3", "--", *resume_args(tiny_assets, killed))
     assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL: no handler ran
     assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-2"]
     assert [r["step"] for r in train_records(killed)] == [1, 2, 3]  # step 3 was logged, then the kill
 
-    proc = run(GRPO, *resume_args(tiny_assets, killed, "--resume_from_checkpoint", "last"))
+    proc = helper(*resume_args(tiny_assets, killed, "--resume_from_checkpoint", "last"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("checkpoint-4", "checkpoint-6"):
         assert_same_state(whole / name, killed / name)
@@ -90,7 +96,7 @@ def test_kill_and_resume_is_bit_exact(tiny_assets, tmp_path):
     # Re-submitting the finished run (a re-queued job): nothing trains, nothing is rewritten.
     digest = hashlib.sha256((killed / "model.safetensors").read_bytes()).hexdigest()
     metrics = (killed / "metrics.jsonl").read_text()
-    proc = run(GRPO, *resume_args(tiny_assets, killed, "--resume_from_checkpoint", "last"))
+    proc = helper(*resume_args(tiny_assets, killed, "--resume_from_checkpoint", "last"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "holds a finished run (step 6): nothing to train" in proc.stdout
     assert hashlib.sha256((killed / "model.safetensors").read_bytes()).hexdigest() == digest

@@ -157,7 +157,7 @@ def parse_recipe_args(dataclass_types: tuple, argv: list[str] | None = None, wor
             if not any(key in message for key in user_keys):
                 culprit = _culprit(dataclass_types, values, specs, user_keys)
                 if culprit:
-                    accepts = _describe(culprit, _options(specs[culprit][1]))
+                    accepts = _describe(culprit, _field_options(culprit, specs[culprit][1]))
                     message = f"recipe key {culprit}: {message} (it accepts {accepts})"
             raise ConfigError(message) from None
 
@@ -247,11 +247,7 @@ def check_value(name: str, hint, value):
     """The value to use for field `name`, or ConfigError naming the key and what it accepts."""
     if name in NOT_FROM_RECIPE:
         raise ConfigError(f"recipe key {name}: cannot be set from a recipe (it takes an object); remove it.")
-    options = _options(hint)
-    if any(isinstance(o, type) and issubclass(o, enum.Enum) for o in options):
-        options = [o for o in options if o is not str]  # `SchedulerType | str`: the string must be a member's value
-    if name in NOT_NULL:
-        options = [o for o in options if o is not type(None)]
+    options = _field_options(name, hint)
     if value is None:
         if type(None) in options:
             return None
@@ -261,6 +257,16 @@ def check_value(name: str, hint, value):
         if ok:
             return converted
     raise ConfigError(f"recipe key {name}: got {_show(value)}; it accepts {_describe(name, options)}.")
+
+
+def _field_options(name: str, hint) -> list:
+    """The types a field's value may take, from its hint, less those the classes reject anyway."""
+    options = _options(hint)
+    if any(isinstance(o, type) and issubclass(o, enum.Enum) for o in options):
+        options = [o for o in options if o is not str]  # `SchedulerType | str`: the string must be a member's value
+    if name in NOT_NULL:
+        options = [o for o in options if o is not type(None)]
+    return options
 
 
 def _options(hint) -> list:

@@ -8,6 +8,8 @@
 --bad-reward KIND: register a reward function `bad` (add it to --reward_funcs) that behaves from its K-th call on:
     raise | nan | none | short (one value too few) | scalar.
 --skip-alignment-check: allow checkpoints inside a generation batch (to show that resuming there is inexact).
+--chars-reward: register a reward `chars` (len(text) / 64): a random tiny model scores 0 on every built-in reward,
+    so its advantages are 0 and nothing trains; this one varies within a group, so weights and optimizer state move.
 """
 
 import math
@@ -28,6 +30,10 @@ class KillAtStep(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def chars(completions, **kwargs):
+    return [len(rewards.completion_text(c)) / 64 for c in completions]
 
 
 def bad_reward_factory(kind: str, from_call: int):
@@ -58,6 +64,9 @@ def main(argv: list[str]) -> int:
     if "--skip-alignment-check" in own:
         own.remove("--skip-alignment-check")
         EGSWConfig._check_checkpoints_resume_exactly = lambda self: None
+    if "--chars-reward" in own:
+        own.remove("--chars-reward")
+        rewards.register_reward("chars")(chars)
     options = dict(zip(own[::2], own[1::2]))
     if "--bad-reward" in options:
         func = bad_reward_factory(options["--bad-reward"], int(options.get("--bad-from-call", 1)))
