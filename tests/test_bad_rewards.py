@@ -6,11 +6,13 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 from test_grpo import ROOT, error_line, run, tiny_args
 
 from open_r1_egsw.checkpoints import checkpoint_problem, last_complete_checkpoint
-from open_r1_egsw.rewards import RewardError, check_rewards, get_reward_funcs
+from open_r1_egsw.rewards import REWARD_FUNCS_REGISTRY, RewardError, check_rewards, get_reward_funcs
 from open_r1_egsw.utils import read_metrics
 
 HELPER = ROOT / "tests/helpers/run_grpo.py"
@@ -103,3 +105,18 @@ def test_none_for_every_completion_is_trls_not_applicable(tiny_assets, tmp_path)
     assert "All reward functions returned None" in proc.stdout + proc.stderr
     after = load_file(alone / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(max_size=200), min_size=1, max_size=4), st.text(max_size=40))
+def test_builtin_rewards_never_raise_through_the_checks(texts, gold):
+    """Every registered built-in reward, called as TRL calls it (through NamedReward's checks), on any completions
+    and any gold: one finite number or None per completion, never a RewardError."""
+    funcs = get_reward_funcs(sorted(REWARD_FUNCS_REGISTRY), max_completion_len=64, soft_punish_cache=16)
+    for completions in (texts, [[{"role": "assistant", "content": t}] for t in texts]):
+        kwargs = {"answer": [gold] * len(texts), "completion_ids": [list(range(len(t))) for t in texts],
+                  "prompts": ["q"] * len(texts)}  # fmt: skip
+        for func in funcs:
+            values = func(completions=completions, **kwargs)
+            assert len(values) == len(texts), func.__name__
+            assert all(v is None or math.isfinite(v) for v in values), func.__name__

@@ -8,6 +8,8 @@ import pytest
 from helpers.wandb_records import config, history, read_records
 from test_grpo import GRPO, ROOT, run, tiny_args
 
+from open_r1_egsw.utils import read_metrics
+
 STEPS = 3
 
 
@@ -51,9 +53,12 @@ def test_wandb_offline_egsw_and_clip_metrics_every_step(tiny_assets, tmp_path):
         assert row["train/egsw/alpha"] == 0.7
     measured = [row for row in rows if "train/entropy_dynamics/measured_dH" in row]
     assert [row["train/global_step"] for row in measured] == list(range(2, STEPS + 1))  # needs a previous step
-    cfg = config(records)
-    assert cfg["use_egsw"]["value"] is True and cfg["egsw_alpha"]["value"] == 0.7
-    assert cfg["entropy_clip"]["value"] == "clip_b" and cfg["egsw_granularity"]["value"] == "token"
+    cfg = config(records)  # TrainingArguments.to_dict(), as the Trainer's WandbCallback sends it
+    assert cfg["use_egsw"] is True and cfg["egsw_alpha"] == 0.7
+    assert cfg["entropy_clip"] == "clip_b" and cfg["egsw_granularity"] == "token"
     for key in ("egsw_temperature", "egsw_entropy_normalization", "egsw_weight_scale", "entropy_clip_mu",
                 "egsw_controller", "log_entropy_dynamics"):  # fmt: skip
         assert key in cfg, key
+    # the same numbers as metrics.jsonl, step by step
+    jsonl = [r for r in read_metrics(tmp_path / "out") if "loss" in r]
+    assert [r["egsw/ess"] for r in jsonl] == [row["train/egsw/ess"] for row in rows]

@@ -2,7 +2,7 @@
 
 wandb 0.31 ships no Python reader for its run file (the `wandb.sdk.internal.datastore` module of older releases is
 gone; the Go core writes and syncs it). The file is wandb's LevelDB-style log: a 7-byte header
-(":W&B", magic 0xBEE1, version 1), then 32 KiB blocks of chunks, each with a 7-byte header (CRC-32C, length,
+(":W&B", magic 0xBEE1, a version byte: 0 in wandb 0.31), then 32 KiB blocks of chunks, each with a 7-byte header (CRC-32C, length,
 type: 1 full, 2 first, 3 middle, 4 last); a block's tail shorter than a chunk header is zero padding. Each
 reassembled payload is one `wandb.proto.wandb_internal_pb2.Record`.
 """
@@ -20,8 +20,8 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
     data = Path(path).read_bytes()
-    ident, magic, version = struct.unpack("<4sHB", data[:HEADER])
-    assert (ident, magic, version) == (b":W&B", 0xBEE1, 1), (ident, magic, version)
+    ident, magic, _version = struct.unpack("<4sHB", data[:HEADER])
+    assert (ident, magic) == (b":W&B", 0xBEE1), (ident, magic)
     records, pending, pos = [], b"", HEADER
     while pos + HEADER <= len(data):
         space = BLOCK - pos % BLOCK
