@@ -84,6 +84,12 @@ class EGSWConfig(trl.GRPOConfig):
             Lower bound of the controlled value.
         egsw_controller_max (`float`, *optional*, defaults to `10.0`):
             Upper bound of the controlled value.
+
+        > Parameters kept from open-r1 (TRL 0.18)
+
+        max_prompt_length (`int`, *optional*, defaults to `None`):
+            Keep only the last `max_prompt_length` tokens of each templated prompt (left truncation, as TRL 0.18
+            and open-r1 did); `None` keeps whole prompts. TRL 1.16 dropped the field.
     """
 
     use_egsw: bool = field(
@@ -150,6 +156,13 @@ class EGSWConfig(trl.GRPOConfig):
     )
     egsw_controller_min: float = field(default=0.01, metadata={"help": "Lower bound of the controlled value."})
     egsw_controller_max: float = field(default=10.0, metadata={"help": "Upper bound of the controlled value."})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep the last max_prompt_length tokens of each templated prompt (left truncation, TRL 0.18 / "
+            "open-r1); None keeps whole prompts."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -159,6 +172,9 @@ class EGSWConfig(trl.GRPOConfig):
         _check_choice("entropy_clip", self.entropy_clip, ENTROPY_CLIPS)
         _check_choice("egsw_controller", self.egsw_controller, CONTROLLER_TARGETS)
         _check_choice("egsw_controller_param", self.egsw_controller_param, CONTROLLER_PARAMS)
+        self._check_checkpoints_resume_exactly()
+        if self.max_prompt_length is not None and not self.max_prompt_length >= 1:
+            raise ValueError(f"max_prompt_length must be >= 1 (or null), got {self.max_prompt_length}.")
         if not (math.isfinite(self.egsw_alpha) and self.egsw_alpha >= 0):
             raise ValueError(f"egsw_alpha must be a finite number >= 0, got {self.egsw_alpha}.")
         if not (self.egsw_temperature > 0):
@@ -185,6 +201,27 @@ class EGSWConfig(trl.GRPOConfig):
                 f"the clipped surrogate of {', '.join(EGSW_LOSS_TYPES)} only. Set loss_type to one of these."
             )
 
+    def _check_checkpoints_resume_exactly(self) -> None:
+        """Checkpoints must fall on generation-batch boundaries, the only places a resume is exact.
+
+        TRL generates once per `steps_per_generation * num_iterations` micro-batches and keeps the batch in memory
+        (not in the checkpoint); resumed mid-batch, it would generate again with another RNG state and restart the
+        slicing at 0 (tests/test_resume.py shows both). So `save_steps * gradient_accumulation_steps` must be a
+        multiple of that period.
+        """
+        if str(getattr(self.save_strategy, "value", self.save_strategy)) != "steps" or self.save_steps < 1:
+            return
+        period = self.steps_per_generation * self.num_iterations
+        micro = int(self.save_steps) * self.gradient_accumulation_steps
+        if micro % period:
+            step = period // math.gcd(period, self.gradient_accumulation_steps)
+            raise ValueError(
+                f"save_steps={int(self.save_steps)} puts checkpoints inside a generation batch (steps_per_generation="
+                f"{self.steps_per_generation} x num_iterations={self.num_iterations} micro-batches, "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps}), where a resume is not exact; "
+                f"use a multiple of {step} for save_steps."
+            )
+
     @property
     def resolved_entropy_clip_mu(self) -> float:
         """mu for the active clip method: the configured value, else the paper's default."""
@@ -206,6 +243,13 @@ class ScriptArgumentsMixin:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Allow writing into a non-empty output_dir. False: refuse, so no run is overwritten."},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Jinja chat template that replaces the tokenizer's (open-r1's field, e.g. for base models); "
+            "None keeps the tokenizer's own."
+        },
     )
 
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 import datasets
-import transformers
 from transformers import set_seed
 from trl import ModelConfig, get_peft_config
 
+from open_r1_egsw.checkpoints import finished_step, resolve_checkpoint
 from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
 from open_r1_egsw.data import load_dataset_any, require_columns, require_split, to_prompt_dataset
 from open_r1_egsw.model_utils import load_model_and_tokenizer
@@ -39,21 +38,6 @@ from open_r1_egsw.utils import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_checkpoint(training_args) -> str | None:
-    """`resume_from_checkpoint`: a path, or `true`/`last` for the newest checkpoint in output_dir."""
-    value = training_args.resume_from_checkpoint
-    if value in (None, "", "false", "False"):
-        return None
-    if value in ("true", "True", "last"):
-        last = transformers.trainer_utils.get_last_checkpoint(training_args.output_dir)
-        if last is None:
-            raise ConfigError(f"resume_from_checkpoint={value}, but {training_args.output_dir} holds no checkpoint.")
-        return last
-    if not os.path.isdir(value):
-        raise ConfigError(f"resume_from_checkpoint: no such checkpoint directory: {value}")
-    return value
 
 
 def build_trainer(
@@ -79,6 +63,8 @@ def build_trainer(
     ##############################
     reward_funcs = get_reward_funcs(script_args.reward_funcs)
     model, tokenizer = load_model_and_tokenizer(model_args, training_args)
+    if script_args.chat_template is not None:  # open-r1's field: replaces the tokenizer's template
+        tokenizer.chat_template = script_args.chat_template
     train_dataset = to_prompt_dataset(train_split, script_args.dataset_prompt_column, script_args.system_prompt)
     eval_dataset = None
     if training_args.eval_strategy != "no" and test_split is not None:
@@ -106,6 +92,11 @@ def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args
     ###############
     setup_logging(training_args)
     set_seed(training_args.seed)
+    if training_args.resume_from_checkpoint in ("true", "True", "last"):
+        done = finished_step(training_args.output_dir, training_args.max_steps)
+        if done is not None:  # a re-queued job of a finished run: train nothing, keep the final model
+            print(f"notice: {training_args.output_dir} holds a finished run (step {done}): nothing to train.")  # noqa: T201
+            return {"finished_step": done}
     checkpoint = resolve_checkpoint(training_args)
     check_output_dir(training_args.output_dir, script_args.overwrite_output_dir, resume=checkpoint is not None)
     logger.info("Model %s, data %s, EGSW %s, clip %s", model_args.model_name_or_path, script_args.dataset_name,
@@ -141,7 +132,6 @@ def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args
     metrics["train_samples"] = len(trainer.train_dataset)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
-    trainer.save_state()
 
     ##################################
     # Save model and create model card
@@ -151,6 +141,7 @@ def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args
         trainer.create_model_card(dataset_name=script_args.dataset_name, tags=["open-r1-egsw"])
         trainer.model.config.use_cache = True
         trainer.model.config.save_pretrained(training_args.output_dir)
+    trainer.save_state()  # last: <output_dir>/trainer_state.json marks the run finished (checkpoints.finished_step)
 
     if accuracy_rows:
         results["accuracy_after"] = accuracy("after")

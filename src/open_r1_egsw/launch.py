@@ -147,12 +147,14 @@ def cuda_available(device: str) -> bool:
     return torch.cuda.is_available()
 
 
-def read_recipe(recipe: str, grpo_args: list[str]):
+def read_recipe(recipe: str, grpo_args: list[str], world_size=None):
     """Parse recipe + overrides exactly as grpo.py will (GRPOScriptArguments, EGSWConfig, ModelConfig).
 
     Read-only inspection, in a process that is not a training process: `--use_cpu true` is added (so that a GPU
     recipe with `bf16: true` can be read on any host; it is not passed to the trainer), and the variables that
     would make accelerate's state join a process group (WORLD_SIZE, PMI_SIZE under srun, ...) are hidden meanwhile.
+    `world_size(values)` gives the number of training processes the run will have, so that TRL's batch-size checks
+    (global batch divisible by num_generations, ...) are made for that run, not for this one process.
     """
     from trl import ModelConfig
 
@@ -165,7 +167,7 @@ def read_recipe(recipe: str, grpo_args: list[str]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation notes belong in the training run's log, not here
             argv = ["--config", recipe, *grpo_args, "--use_cpu", "true"]
-            return parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv)
+            return parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv, world_size=world_size)
     finally:
         os.environ.update(hidden)
 
@@ -180,6 +182,8 @@ def read_accelerate_config(path: str | Path) -> dict:
 
 
 def vllm_mode_of(training_args) -> str:
+    if isinstance(training_args, dict):  # the merged recipe values, before the dataclasses are built
+        return training_args["vllm_mode"] if training_args["use_vllm"] else "none"
     return training_args.vllm_mode if training_args.use_vllm else "none"
 
 
@@ -219,29 +223,15 @@ def train_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
     """The one command that trains `args.recipe` (see the module docstring)."""
     cuda = cuda_available(args.device)
     overrides = vllm_overrides(args.vllm_mode, args.vllm_server_host, args.vllm_server_port)
-    _, training_args, _ = read_recipe(args.recipe, overrides + grpo_extra)
-    mode = vllm_mode_of(training_args)
+    _, training_args, _ = read_recipe(
+        args.recipe, overrides + grpo_extra, world_size=lambda values: train_processes(args, cuda, values)[0]
+    )
     config_path = args.accelerate_config or (DEFAULT_GPU_CONFIG if cuda else DEFAULT_CPU_CONFIG)
     accelerate_config = read_accelerate_config(config_path)
     machines = args.num_machines
 
-    env, gpu_ids = [], args.gpu_ids
-    if args.num_processes is not None:
-        processes = args.num_processes
-    elif cuda:
-        gpus = torch_device_count() if args.gpus is None else args.gpus
-        server_here = (
-            mode == "server" and machines == 1 and not args.vllm_server_host
-            and training_args.vllm_server_base_url is None and training_args.vllm_server_host in LOCAL_HOSTS
-        )  # fmt: skip
-        if server_here:  # the server (make vllm-serve) holds this machine's last TPxDP GPUs
-            plan = make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp)
-            gpu_ids = gpu_ids or plan.train_gpu_ids
-            processes = plan.num_processes
-        else:
-            processes = machines * make_plan(mode, machines, gpus, args.vllm_tp, args.vllm_dp).train_procs_per_node
-    else:
-        processes = machines  # CPU: one process per machine
+    env = []
+    processes, gpu_ids = train_processes(args, cuda, vars(training_args))
     if processes < machines:
         raise ConfigError(f"--num-processes ({processes}) must be at least --num-machines ({machines}).")
     if cuda and gpu_ids:
@@ -275,6 +265,25 @@ def train_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
     return env_prefix(env) + launcher + grpo + grpo_extra
 
 
+def train_processes(args: argparse.Namespace, cuda: bool, values: dict) -> tuple[int, str | None]:
+    """The number of training processes (all machines) and the training GPU ids, for recipe values `values`."""
+    machines, gpu_ids = args.num_machines, args.gpu_ids
+    if args.num_processes is not None:
+        return args.num_processes, gpu_ids
+    if not cuda:
+        return machines, gpu_ids  # CPU: one process per machine
+    mode = vllm_mode_of(values)
+    gpus = torch_device_count() if args.gpus is None else args.gpus
+    server_here = (
+        mode == "server" and machines == 1 and not args.vllm_server_host
+        and values["vllm_server_base_url"] is None and values["vllm_server_host"] in LOCAL_HOSTS
+    )  # fmt: skip
+    if server_here:  # the server (make vllm-serve) holds this machine's last TPxDP GPUs
+        plan = make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp)
+        return plan.num_processes, gpu_ids or plan.train_gpu_ids
+    return machines * make_plan(mode, machines, gpus, args.vllm_tp, args.vllm_dp).train_procs_per_node, gpu_ids
+
+
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
@@ -292,10 +301,11 @@ def serve_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
     from trl.scripts.vllm_serve import build_command
 
     cuda = cuda_available(args.device)
-    _, training_args, model_args = read_recipe(args.recipe, grpo_extra)
+    gpus = (torch_device_count() if args.gpus is None else args.gpus) if cuda else 0
+    trainers = max(1, gpus - args.vllm_tp * args.vllm_dp)  # the trainer on this machine's other GPUs
+    _, training_args, model_args = read_recipe(args.recipe, grpo_extra, world_size=lambda values: trainers)
     gpu_ids = args.gpu_ids
     if gpu_ids is None and cuda:
-        gpus = torch_device_count() if args.gpus is None else args.gpus
         gpu_ids = make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp).server_gpu_ids
     model = model_args.model_name_or_path
     serve_args = ServeArguments(
@@ -322,10 +332,16 @@ def slurm_plan(args: argparse.Namespace, grpo_extra: list[str]) -> dict[str, str
     """The shell variables slurm/train.slurm evaluates: plan + what the server step needs from the recipe."""
     cuda = cuda_available(args.device)
     overrides = vllm_overrides(args.vllm_mode, None, None)
-    _, training_args, model_args = read_recipe(args.recipe, overrides + grpo_extra)
+
+    def plan_for(values):
+        return make_plan(vllm_mode_of(values), args.nodes, args.gpus_per_node, args.vllm_tp, args.vllm_dp)
+
+    _, training_args, model_args = read_recipe(
+        args.recipe, overrides + grpo_extra, world_size=lambda values: plan_for(values).num_processes
+    )
     config_path = args.accelerate_config or (DEFAULT_GPU_CONFIG if cuda else DEFAULT_CPU_CONFIG)
     read_accelerate_config(config_path)
-    plan = make_plan(vllm_mode_of(training_args), args.nodes, args.gpus_per_node, args.vllm_tp, args.vllm_dp)
+    plan = plan_for(vars(training_args))
     return {
         **plan.shell(), "ACCELERATE_CONFIG": display_path(Path(config_path)), "MODEL": model_args.model_name_or_path,
         "VLLM_PORT": training_args.vllm_server_port, "OUTPUT_DIR": training_args.output_dir,

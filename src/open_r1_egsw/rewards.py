@@ -16,6 +16,11 @@ whose `__name__` is the registry name: TRL 1.16 logs each reward under `__name__
 `functools.partial` to the inner function (so open-r1's `update_wrapper(partial(...))` would log the inner function's
 name, not the registry name), and its async GRPO worker pickles reward functions (so no closures).
 
+Misbehaving rewards: `NamedReward` checks every call. A reward that raises, returns something other than one value
+per completion, or returns NaN/inf or a non-number stops the run with a `RewardError` naming the function and the
+problem (one `error:` line, exit 2, through `cli_entry`); checkpoints already written are left as they are. None is
+TRL's documented "not applicable" and passes through (see `check_rewards`).
+
 Unparseable golds: the accuracy and length rewards return None for a completion whose gold answer does not parse (a
 data problem, not a wrong answer). The accuracy reward counts these completions per gold text in
 `UNPARSEABLE_GOLDS` and, inside a trainer, logs the batch fraction as the metric
@@ -25,12 +30,14 @@ data problem, not a wrong answer). The accuracy reward counts these completions 
 import functools
 import inspect
 import logging
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from open_r1_egsw.answers import verify_answer
+from open_r1_egsw.utils import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +90,57 @@ class NamedReward:
         self.func = func
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[float | None]:
-        return self.func(*args, **kwargs)
+        completions = kwargs["completions"] if "completions" in kwargs else (args[0] if args else None)
+        where = _where(kwargs)
+        try:
+            values = self.func(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 (any failure of user code stops the run with its name)
+            detail = " ".join(str(err).split())[:200]
+            raise RewardError(
+                f"reward function {self.__name__!r} raised {type(err).__name__}: {detail}{where}"
+            ) from err
+        return check_rewards(self.__name__, values, None if completions is None else len(completions), where)
 
     def __repr__(self) -> str:
         return f"NamedReward({self.__name__!r}, {self.func!r})"
+
+
+class RewardError(ConfigError):
+    """A reward function failed or returned something TRL cannot use: one `error:` line naming it (cli_entry)."""
+
+
+def _where(kwargs: dict) -> str:
+    state = kwargs.get("trainer_state")
+    return f" (training step {state.global_step + 1})" if getattr(state, "global_step", None) is not None else ""
+
+
+def check_rewards(name: str, values: Any, expected: int | None, where: str = "") -> list[float | None]:
+    """`values` if it is one finite number or None per completion, else a RewardError naming `name`.
+
+    None (for some or all completions) is TRL's "not applicable": TRL leaves that reward out for those completions,
+    and a completion every reward skips gets advantage 0 (with a warning). NaN is refused: it is not "skip" but a
+    computation gone wrong, and TRL would silently treat it as None.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise RewardError(
+            f"reward function {name!r} returned {type(values).__name__}, not a list of one value per completion{where}"
+        )
+    if expected is not None and len(values) != expected:
+        raise RewardError(f"reward function {name!r} returned {len(values)} values for {expected} completions{where}")
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RewardError(
+                f"reward function {name!r} returned {type(value).__name__} {value!r:.40} for completion {i}; a reward "
+                f"is a number, or None to skip the completion{where}"
+            )
+        if not math.isfinite(value):
+            raise RewardError(
+                f"reward function {name!r} returned {value} for completion {i} of {len(values)}; return a finite "
+                f"number, or None to skip the completion{where}"
+            )
+    return list(values)
 
 
 def get_reward_funcs(names: Sequence[str], **params: Any) -> list[NamedReward]:

@@ -44,6 +44,8 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     )
 
     model, tokenizer = load_model_and_tokenizer(model_args, training_args)
+    if script_args.chat_template is not None:  # open-r1's field: replaces the tokenizer's template
+        tokenizer.chat_template = script_args.chat_template
     trainer = SFTTrainer(
         model=model,
         args=training_args,

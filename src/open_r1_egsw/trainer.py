@@ -40,13 +40,14 @@ from .entropy_dynamics import (
     predicted_entropy_change,
     token_statistics,
 )
+from .prompt_truncation import PromptTruncationMixin  # open-r1's max_prompt_length
 from .vllm_cpu import keep_colocated_weights_loadable
 
 CONTROLLER_STATE_FILE = "egsw_controller_state.json"
 LOGITS_CHUNK_ELEMENTS = 2**28  # 0.5 GiB of bf16 logits per forward of the logits path (clip_v, diagnostics)
 
 
-class EGSWTrainer(GRPOTrainer):
+class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
     """GRPO + Entropy-Guided Sequence Weighting (arXiv 2503.22456) + entropy-discriminator clipping (2602.03392).
 
     Takes an [`EGSWConfig`] as `args`; everything else is [`trl.GRPOTrainer`]'s. The only change w.r.t.
@@ -349,13 +350,15 @@ class EGSWTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------------------------------------------
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        # Written before the Trainer's files, so that trainer_state.json (written last) marks a complete checkpoint.
         if self.egsw_controller is not None and self.args.should_save:
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
+            os.makedirs(folder, exist_ok=True)
             with open(os.path.join(folder, CONTROLLER_STATE_FILE), "w") as f:
                 json.dump(self.egsw_controller.state_dict(), f)
+        super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

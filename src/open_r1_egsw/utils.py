@@ -52,7 +52,8 @@ class MetricsJSONLCallback(TrainerCallback):
     """Append every `log` event of the main process to `<output_dir>/metrics.jsonl` (one JSON object a line).
 
     This is the single per-step metrics record: plots and the comparison tables read it back (compare.py).
-    Non-finite floats are written as null so the file stays valid JSON.
+    Non-finite floats are written as null so the file stays valid JSON. On a resume, the records of steps after the
+    checkpoint (logged by the run that was killed) are dropped first, so every step appears once.
     """
 
     def __init__(self, output_dir: str):
@@ -63,6 +64,11 @@ class MetricsJSONLCallback(TrainerCallback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not args.resume_from_checkpoint and self.path.exists():
                 self.path.unlink()  # a fresh run in an overwritable dir starts a fresh file
+            elif self.path.exists():  # resumed: drop what the killed run logged after its checkpoint
+                lines = self.path.read_text().splitlines()
+                kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= state.global_step]
+                if len(kept) != len(lines):
+                    self.path.write_text("".join(line + "\n" for line in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -84,17 +90,12 @@ def read_metrics(output_dir: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def parse_recipe_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
-    """Parse `--config <recipe.yaml>` plus flag overrides with TRL's `TrlParser` (unknown keys are errors)."""
-    from trl import TrlParser
+def parse_recipe_args(dataclass_types: tuple, argv: list[str] | None = None, world_size=None) -> tuple:
+    """Parse `--config <recipe.yaml>` plus flag overrides; every value is checked (recipe_args.py), open-r1 keys are
+    mapped (recipe_compat.py), unknown keys are errors."""
+    from .recipe_args import parse_recipe_args as parse
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" in argv:
-        index = argv.index("--config") + 1
-        recipe = argv[index] if index < len(argv) else ""
-        if not os.path.isfile(recipe):
-            raise ConfigError(f"recipe not found: {recipe!r} (--config)")
-    return TrlParser(dataclass_types).parse_args_and_config(args=argv)
+    return parse(dataclass_types, argv, world_size=world_size)
 
 
 def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
