@@ -233,11 +233,6 @@ def test_make_train_without_recipe_keeps_the_embedded_default():
     assert "open_r1_egsw.launch" not in proc.stdout
 
 
-def test_make_install_gpu_installs_the_gpu_extra():
-    proc = subprocess.run(["make", "-n", "install-gpu"], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert 'pip install -e ".[gpu]"' in proc.stdout
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Bad input: one line, exit code 2
 # ---------------------------------------------------------------------------------------------------------------
