@@ -110,7 +110,9 @@ def token_statistics(
 
 
 @torch.no_grad()
-def next_token_moments(logits: Tensor, temperature: float = 1.0, chunk_size: int = 1024) -> dict[str, Tensor]:
+def next_token_moments(
+    logits: Tensor, temperature: float = 1.0, chunk_size: int = 1024, with_baseline: bool = True
+) -> dict[str, Tensor]:
     """The token-independent reductions of ``p = softmax(logits / temperature)`` over the last dimension.
 
         log_z      = logsumexp(logits / T)     (so log p_k = logits_k / T - log_z for any token k)
@@ -120,7 +122,8 @@ def next_token_moments(logits: Tensor, temperature: float = 1.0, chunk_size: int
 
     Used on whole logits tensors (:func:`token_statistics`) and on one decoding step's ``(B, V)`` logits while
     generating, before the sampled token is known. ``chunk_size`` rows at a time: at most one ``(chunk_size, V)``
-    fp32 softmax exists at once. float32 at least (float64 stays float64).
+    fp32 softmax exists at once. float32 at least (float64 stays float64). ``with_baseline=False`` skips
+    ``sum_p2`` and ``sum_p2logp`` (absent from the result).
 
     Args:
         logits: ``(..., V)``.
@@ -131,7 +134,8 @@ def next_token_moments(logits: Tensor, temperature: float = 1.0, chunk_size: int
     vocab = logits.shape[-1]
     dtype = torch.promote_types(logits.dtype, torch.float32)  # fp32 at least; fp64 stays fp64
     flat = logits.detach().reshape(-1, vocab)  # (R, V), a view when possible: no copy
-    out = {name: torch.empty(flat.shape[0], dtype=dtype, device=logits.device) for name in _MOMENTS}
+    names = _MOMENTS if with_baseline else _MOMENTS[:2]
+    out = {name: torch.empty(flat.shape[0], dtype=dtype, device=logits.device) for name in names}
     for start in range(0, flat.shape[0], chunk_size):
         rows = slice(start, start + chunk_size)
         z = flat[rows].to(dtype) / temperature  # (C, V), the only fp32 copy of this chunk
@@ -141,8 +145,9 @@ def next_token_moments(logits: Tensor, temperature: float = 1.0, chunk_size: int
         plogp = torch.where(p > 0, p * logp_all, 0.0)  # (C, V), 0 log 0 = 0
         out["log_z"][rows] = log_z.squeeze(-1)
         out["entropy"][rows] = -plogp.sum(-1)  # H in nats
-        out["sum_p2"][rows] = (p * p).sum(-1)
-        out["sum_p2logp"][rows] = (p * plogp).sum(-1)
+        if with_baseline:
+            out["sum_p2"][rows] = (p * p).sum(-1)
+            out["sum_p2logp"][rows] = (p * plogp).sum(-1)
         del z, logp_all, p, plogp
     return {name: value.reshape(logits.shape[:-1]) for name, value in out.items()}
 

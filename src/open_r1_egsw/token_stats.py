@@ -97,7 +97,7 @@ class GenerationRecorder:
         if self._pending is not None and input_ids is not None:
             self._read_logp(input_ids[:, -1])  # the token sampled at the previous step
         logits = output.logits[:, -1, :]  # (B, V)
-        self.steps.append(next_token_moments(logits, self.temperature))
+        self.steps.append(next_token_moments(logits, self.temperature, with_baseline="S_baseline" in self.need))
         if "logp" in self.need:
             self._pending = logits
 
@@ -112,7 +112,8 @@ class GenerationRecorder:
             self._read_logp(tokens)
         steps = self.steps[:width]
         stats = {key: torch.stack([s[key] for s in steps], dim=1) for key in steps[0]}  # (B, steps)
-        stats["S_baseline"] = baseline_from_moments(stats["entropy"], stats["sum_p2"], stats["sum_p2logp"])
+        if "sum_p2" in stats:
+            stats["S_baseline"] = baseline_from_moments(stats["entropy"], stats["sum_p2"], stats["sum_p2logp"])
         return stats
 
 
