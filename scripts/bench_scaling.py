@@ -11,7 +11,7 @@ ratios). `min_new_tokens` makes every completion exactly the length asked for. T
 from the generation logits; `--setting trl-forward` times TRL's own forward instead).
 
 Peak memory is the per-step peak RSS (high-water mark reset before each step); "extra MiB" is the method's median
-peak minus GRPO's. A (B, T, V) fp32 copy would show there: 16 x 64 x 151,936 x 4 bytes is 622 MiB.
+peak minus GRPO's. A (B, T, V) fp32 copy would show there: 16 x 64 x 151,936 x 4 bytes is 593 MiB.
 """
 
 import argparse
