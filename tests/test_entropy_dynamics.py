@@ -16,7 +16,9 @@ from open_r1_egsw.entropy_dynamics import (
     discriminator_from_logps,
     entropy_discriminator,
     masked_mean,
+    next_token_moments,
     predicted_entropy_change,
+    sum_p2logp_from_half_temperature,
     token_statistics,
 )
 
@@ -90,16 +92,39 @@ def test_chunking_is_invisible_and_entropy_is_minus_p_log_p():
     torch.testing.assert_close(reference["logp"], logp_ref)
 
 
+def test_next_token_moments_by_hand():
+    # p = (1/2, 1/4, 1/4) from logits log p: log Z = 0, H = 1.5 log 2, sum p^2 = 3/8,
+    # sum p^2 log p = (1/4)(-log 2) + 2 (1/16)(-2 log 2) = -log 2 / 2
+    z = torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float64).log()
+    moments = next_token_moments(z)
+    log2 = math.log(2)
+    expected = {"log_z": 0.0, "entropy": 1.5 * log2, "sum_p2": 3 / 8, "sum_p2logp": -log2 / 2}
+    for key, value in expected.items():
+        assert moments[key].item() == pytest.approx(value, abs=1e-12), key
+    # E_p[S] = H sum p^2 + sum p^2 log p = (9/16 - 8/16) log 2 = log 2 / 16
+    assert token_statistics(z, torch.tensor([0]))["S_baseline"].item() == pytest.approx(log2 / 16, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sum_p2logp_from_the_entropy_at_half_temperature(seed):
+    # sum_v p_v^2 log p_v = sum p^2 (log sum p^2 - H(softmax(2 z))) / 2: what E_p[S] is built from with TRL's head
+    z = torch.randn(7, 50, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 3
+    direct = next_token_moments(z)
+    half = next_token_moments(z, temperature=0.5)["entropy"]
+    via_half = sum_p2logp_from_half_temperature(direct["sum_p2"].log(), half)
+    torch.testing.assert_close(via_half, direct["sum_p2logp"], rtol=1e-12, atol=1e-12)
+
+
 def test_softmax_is_computed_one_chunk_at_a_time(monkeypatch):
-    # memory bound: log_softmax only ever sees (chunk_size, V) rows, never the full (B*T, V)
+    # memory bound: the softmax's normaliser only ever sees (chunk_size, V) rows, never the full (B*T, V)
     seen = []
-    real_log_softmax = torch.log_softmax
+    real_logsumexp = torch.logsumexp
 
     def spy(z, *args, **kwargs):
         seen.append(tuple(z.shape))
-        return real_log_softmax(z, *args, **kwargs)
+        return real_logsumexp(z, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "log_softmax", spy)
+    monkeypatch.setattr(torch, "logsumexp", spy)
     token_statistics(torch.randn(2, 5, 6), torch.zeros(2, 5, dtype=torch.long), chunk_size=4)
     assert seen == [(4, 6), (4, 6), (2, 6)]
 

@@ -16,6 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from open_r1_egsw.configs import EGSWConfig
 from open_r1_egsw.data import load_dataset_any, to_prompt_dataset
 from open_r1_egsw.egsw import compute_egsw_weights, normalize_entropy
+from open_r1_egsw.entropy_dynamics import clip_b_mask, clip_v_mask, token_statistics
+from open_r1_egsw.token_stats import needed_statistics
 from open_r1_egsw.trainer import EGSWTrainer
 
 NUM_GENERATIONS = 4
@@ -107,7 +109,7 @@ def test_non_uniform_egsw_changes_the_loss_by_the_weights(tiny_assets, tmp_path)
     batch, loss, _ = step(trainer)
     assert not torch.equal(loss, reference[1])
     # Recompute the weights independently from the policy's entropies on the same completions.
-    stats = trainer._policy_forward_stats(batch, "train")
+    stats = plain_forward_stats(trainer, batch)
     mask = batch["completion_mask"]
     adv = reference[0]["advantages"]  # same seed, same completions, same rewards
     entropies = normalize_entropy(stats["entropy"], trainer.model.config.vocab_size)
@@ -147,40 +149,86 @@ def count_policy_forwards(trainer):
     return batch, calls
 
 
+def plain_forward_stats(trainer, batch):
+    """The reference: a plain logits forward of the policy on the batch, token_statistics on its (B, T, V) logits."""
+    completion_ids, mask = batch["completion_ids"], batch["completion_mask"]
+    input_ids = torch.cat([batch["prompt_ids"], completion_ids], dim=1)
+    attention = torch.cat([batch["prompt_mask"], mask], dim=1)
+    with torch.no_grad():
+        logits = trainer.model(input_ids=input_ids, attention_mask=attention).logits[:, -mask.size(1) - 1 : -1]
+    return token_statistics(logits, completion_ids, temperature=trainer.temperature)
+
+
+METHODS = {
+    "egsw": dict(use_egsw=True),
+    "clip_b": dict(entropy_clip="clip_b"),
+    "clip_v": dict(entropy_clip="clip_v"),
+    "egsw+clip_b": dict(use_egsw=True, entropy_clip="clip_b"),
+    "log_entropy_dynamics": dict(log_entropy_dynamics=True),
+}
+# source -> (config overrides that make it apply, TRL policy forwards expected in one generation batch)
+SOURCES = {
+    "generation": (dict(), []),  # aligned steps, transformers generation: no policy forward at all
+    "trl-forward": (dict(num_iterations=2), [(False, True)]),  # TRL's own old-logps forward, and nothing else
+    "extra-forward": (dict(), [(False, True)]),  # one extra no-grad forward (source forced below)
+}
+
+
+@pytest.mark.parametrize("source", list(SOURCES))
+@pytest.mark.parametrize("method", list(METHODS))
+def test_token_statistics_from_each_source_equal_a_plain_forward(tiny_assets, tmp_path, method, source):
+    """Every method's statistics (H; log p_k, S; E_p[S]) from each source equal a plain logits forward (1e-5, fp32),
+    and only the expected policy forwards run: none from generation, TRL's own one, or exactly one extra."""
+    overrides, expected_calls = SOURCES[source]
+    # temperature 0.1: the random model's p is far from uniform there (S and E_p[S] about 0.2, not 1e-3)
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, temperature=0.1, max_completion_length=12,
+                           **METHODS[method], **overrides)  # fmt: skip
+    if source == "extra-forward":  # what vLLM without IS correction / tools / continuous batching select
+        trainer._stats_source = lambda: "extra-forward"
+    assert trainer._stats_source() == source
+    used = []
+    advantage_factor = trainer._advantage_factor
+    trainer._advantage_factor = lambda adv, mask, stats, mode: (
+        used.append(stats) or advantage_factor(adv, mask, stats, mode)
+    )
+    batch, calls = count_policy_forwards(trainer)
+    assert calls == expected_calls
+    (stats,) = used
+    assert set(stats) == needed_statistics(trainer.args.use_egsw, trainer.args.entropy_clip,
+                                           trainer.args.log_entropy_dynamics)  # fmt: skip
+    reference = plain_forward_stats(trainer, batch)
+    mask = batch["completion_mask"].bool()
+    for key in ("entropy", "S", "S_baseline"):  # 1e-5 is a small fraction of every value compared: not vacuous
+        assert reference[key][mask].abs().mean() > 0.05, key
+    for key, value in stats.items():
+        assert value.shape == mask.shape, key
+        torch.testing.assert_close(value[mask], reference[key][mask], atol=1e-5, rtol=1e-5, msg=key)
+
+
+def test_fused_head_capture_in_the_compact_layout(tiny_assets, tmp_path, monkeypatch):
+    """On Triton devices TRL's fused head scores only the valid positions (compact rows, scattered back): E_p[S]
+    from that layout equals the plain forward too. Only TRL's layout decision is replaced (no Triton on CPU)."""
+    monkeypatch.setattr(trl.trainer.utils, "_use_triton", lambda device: True)
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, temperature=0.1, max_completion_length=12,
+                           entropy_clip="clip_v", num_iterations=2)  # fmt: skip
+    batch, calls = count_policy_forwards(trainer)
+    mask = batch["completion_mask"].bool()
+    assert calls == [(False, True)]  # compact rows: completion tokens only (the prompt's labels are -100)
+    reference = plain_forward_stats(trainer, batch)
+    baseline = trainer._captured_stats["S_baseline"]
+    torch.testing.assert_close(baseline[mask], reference["S_baseline"][mask], atol=1e-5, rtol=1e-5)
+
+
 def test_trl_policy_forward_is_captured(tiny_assets, tmp_path):
     """TRL hook: when TRL runs its old-logps forward (num_iterations 2), its entropies are reused, no extra pass."""
     trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, num_iterations=2)
-    assert trainer._trl_runs_policy_forward() and not trainer._entropies_from_generation()
+    assert trainer._trl_runs_policy_forward() and trainer._stats_source() == "trl-forward"
     batch, calls = count_policy_forwards(trainer)
     assert "old_per_token_logps" in batch  # TRL did run its forward ...
     assert calls == [(False, True)]  # ... once, with entropies requested by our capture, and nothing else ran
-    recomputed = trainer._policy_forward_stats(batch, "train")
+    recomputed = trainer._extra_forward_stats(batch, "train", {"entropy"})
     torch.testing.assert_close(trainer._captured_stats["entropy"], recomputed["entropy"])
     torch.testing.assert_close(batch["old_per_token_logps"], recomputed["logp"])
-
-
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_aligned_steps_take_entropies_from_generation(tiny_assets, tmp_path, temperature):
-    """Aligned steps, transformers generation: no policy forward at all; the entropies recorded while sampling
-    (H of softmax(logits / T) at each decoding step) equal those of TRL's policy forward on the same completions."""
-    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, temperature=temperature,
-                           max_completion_length=12)  # fmt: skip
-    assert not trainer._trl_runs_policy_forward() and trainer._entropies_from_generation()
-    batch, calls = count_policy_forwards(trainer)
-    assert calls == []
-    mask = batch["completion_mask"].bool()
-    captured = trainer._captured_stats["entropy"][:, : mask.size(1)]
-    forward = trainer._policy_forward_stats(batch, "train")["entropy"]
-    assert captured.shape == forward.shape and (forward[mask] > 0.1).all()  # a random model: far from one-hot
-    torch.testing.assert_close(captured[mask], forward[mask], atol=1e-4, rtol=1e-4)
-
-
-def test_steps_that_need_log_p_take_one_extra_forward(tiny_assets, tmp_path):
-    """Clip_B needs log p of the sampled token, which generation does not keep: one extra no-grad forward."""
-    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, entropy_clip="clip_b")
-    assert not trainer._trl_runs_policy_forward() and not trainer._entropies_from_generation()
-    _, calls = count_policy_forwards(trainer)
-    assert calls == [(False, True)]
 
 
 def test_loss_type_without_surrogate_is_rejected():
@@ -255,15 +303,14 @@ def test_controller_state_round_trips_through_a_checkpoint(tiny_assets, tmp_path
 
 def test_clip_b_composes_with_egsw(tiny_assets, tmp_path):
     """Clip_B keep-mask times EGSW weights: advantages = A * w * keep, with S from the policy's own log p and H."""
-    from open_r1_egsw.entropy_dynamics import clip_b_mask, discriminator_from_logps
 
     trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, use_egsw=True, egsw_alpha=0.5,
                            entropy_clip="clip_b", entropy_clip_mu=0.5)  # fmt: skip
     reference = step(make_trainer(trl.GRPOTrainer, trl.GRPOConfig, tiny_assets, tmp_path))
     batch, _, _ = step(trainer)
     adv, mask = reference[0]["advantages"], batch["completion_mask"]
-    stats = trainer._policy_forward_stats(batch, "train")
-    keep = clip_b_mask(discriminator_from_logps(stats["logp"], stats["entropy"]), adv, mask, mu=0.5)
+    stats = plain_forward_stats(trainer, batch)
+    keep = clip_b_mask(stats["S"], adv, mask, mu=0.5)
     assert (~keep & mask.bool() & (adv.unsqueeze(1) < 0)).any()  # mu 0.5 really drops some tokens
     assert (keep | ~mask.bool() | (adv.unsqueeze(1) < 0)).all()  # never a token with A >= 0
     entropies = normalize_entropy(stats["entropy"], trainer.model.config.vocab_size)
@@ -275,18 +322,12 @@ def test_clip_b_composes_with_egsw(tiny_assets, tmp_path):
 
 def test_clip_v_without_egsw_and_entropy_dynamics_logging(tiny_assets, tmp_path):
     """Clip_V alone masks A (no weights); the dynamics diagnostics, predicted and measured dH, are logged."""
-    from open_r1_egsw.entropy_dynamics import clip_v_mask, token_statistics
-
     trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, entropy_clip="clip_v", entropy_clip_mu=0.1,
                            entropy_clip_max_frac=0.05, log_entropy_dynamics=True)  # fmt: skip
     reference = step(make_trainer(trl.GRPOTrainer, trl.GRPOConfig, tiny_assets, tmp_path))
     batch, _, _ = step(trainer)
     adv, mask = reference[0]["advantages"], batch["completion_mask"]
-    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    attention = torch.cat([batch["prompt_mask"], mask], dim=1)
-    with torch.no_grad():
-        logits = trainer.model(input_ids=input_ids, attention_mask=attention).logits[:, -mask.size(1) - 1 : -1]
-    stats = token_statistics(logits, batch["completion_ids"], temperature=trainer.temperature)
+    stats = plain_forward_stats(trainer, batch)
     keep = clip_v_mask(stats["S"], stats["S_baseline"], adv, mask, mu=0.1, max_frac=0.05)
     assert 0 < ((~keep) & mask.bool()).sum() <= int(0.05 * mask.sum())
     torch.testing.assert_close(batch["advantages"], adv.unsqueeze(1) * keep, atol=1e-6, rtol=0)

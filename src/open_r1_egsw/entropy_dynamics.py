@@ -36,13 +36,16 @@ from torch import Tensor
 
 __all__ = [
     "AdaptiveEGSWController",
+    "baseline_from_moments",
     "clip_b_mask",
     "clip_fraction",
     "clip_v_mask",
     "discriminator_from_logps",
     "entropy_discriminator",
     "masked_mean",
+    "next_token_moments",
     "predicted_entropy_change",
+    "sum_p2logp_from_half_temperature",
     "token_statistics",
 ]
 
@@ -95,33 +98,80 @@ def token_statistics(
             f"{tuple(logits.shape[:-1])}"
         )
 
-    lead_shape = logits.shape[:-1]
+    moments = next_token_moments(logits, temperature=temperature, chunk_size=chunk_size)
+    z_k = logits.detach().gather(-1, token_ids.unsqueeze(-1).long()).squeeze(-1).to(moments["entropy"].dtype)
+    logp = z_k / temperature - moments["log_z"]  # log p_k = z_k / T - logsumexp(z / T)
+    return {
+        "logp": logp,
+        "entropy": moments["entropy"],
+        "S": discriminator_from_logps(logp, moments["entropy"]),  # p_k (H + log p_k)
+        "S_baseline": baseline_from_moments(moments["entropy"], moments["sum_p2"], moments["sum_p2logp"]),
+    }
+
+
+@torch.no_grad()
+def next_token_moments(
+    logits: Tensor, temperature: float = 1.0, chunk_size: int = 1024, with_baseline: bool = True
+) -> dict[str, Tensor]:
+    """The token-independent reductions of ``p = softmax(logits / temperature)`` over the last dimension.
+
+        log_z      = logsumexp(logits / T)     (so log p_k = logits_k / T - log_z for any token k)
+        entropy    = H = -sum_v p_v log p_v    (nats)
+        sum_p2     = sum_v p_v^2
+        sum_p2logp = sum_v p_v^2 log p_v       (with H and sum_p2 it gives E_p[S], :func:`baseline_from_moments`)
+
+    Used on whole logits tensors (:func:`token_statistics`) and on one decoding step's ``(B, V)`` logits while
+    generating, before the sampled token is known. ``chunk_size`` rows at a time: at most one ``(chunk_size, V)``
+    fp32 softmax exists at once. float32 at least (float64 stays float64). ``with_baseline=False`` skips
+    ``sum_p2`` and ``sum_p2logp`` (absent from the result).
+
+    Args:
+        logits: ``(..., V)``.
+
+    Returns:
+        dict of ``(...)`` tensors ``log_z``, ``entropy``, ``sum_p2``, ``sum_p2logp``.
+    """
     vocab = logits.shape[-1]
     dtype = torch.promote_types(logits.dtype, torch.float32)  # fp32 at least; fp64 stays fp64
-    flat_logits = logits.detach().reshape(-1, vocab)  # (R, V), a view when possible: no copy
-    flat_ids = token_ids.reshape(-1, 1).long()  # (R, 1)
-    rows = flat_logits.shape[0]
-
-    out = {
-        name: torch.empty(rows, dtype=dtype, device=logits.device) for name in ("logp", "entropy", "S", "S_baseline")
-    }
-    for start in range(0, rows, chunk_size):
-        stop = min(start + chunk_size, rows)
-        z = flat_logits[start:stop].to(dtype) / temperature  # (C, V), the only fp32 copy of this chunk
-        logp_all = torch.log_softmax(z, dim=-1)  # (C, V)
-        del z
+    flat = logits.detach().reshape(-1, vocab)  # (R, V), a view when possible: no copy
+    names = _MOMENTS if with_baseline else _MOMENTS[:2]
+    out = {name: torch.empty(flat.shape[0], dtype=dtype, device=logits.device) for name in names}
+    for start in range(0, flat.shape[0], chunk_size):
+        rows = slice(start, start + chunk_size)
+        z = flat[rows].to(dtype) / temperature  # (C, V), the only fp32 copy of this chunk
+        log_z = torch.logsumexp(z, dim=-1, keepdim=True)  # (C, 1)
+        logp_all = z.sub_(log_z)  # (C, V) log p, in place
         p = logp_all.exp()  # (C, V)
         plogp = torch.where(p > 0, p * logp_all, 0.0)  # (C, V), 0 log 0 = 0
-        entropy = -plogp.sum(-1)  # (C,) H in nats
-        sum_p2 = (p * p).sum(-1)  # (C,) sum_v p_v^2
-        sum_p2logp = (p * plogp).sum(-1)  # (C,) sum_v p_v^2 log p_v
-        logp = logp_all.gather(-1, flat_ids[start:stop]).squeeze(-1)  # (C,) log p_k
-        del logp_all, p, plogp
-        out["logp"][start:stop] = logp
-        out["entropy"][start:stop] = entropy
-        out["S"][start:stop] = discriminator_from_logps(logp, entropy)  # (C,) p_k (H + log p_k)
-        out["S_baseline"][start:stop] = entropy * sum_p2 + sum_p2logp  # (C,) E_{v~p}[S_v]
-    return {name: value.reshape(lead_shape) for name, value in out.items()}
+        out["log_z"][rows] = log_z.squeeze(-1)
+        out["entropy"][rows] = -plogp.sum(-1)  # H in nats
+        if with_baseline:
+            out["sum_p2"][rows] = (p * p).sum(-1)
+            out["sum_p2logp"][rows] = (p * plogp).sum(-1)
+        del z, logp_all, p, plogp
+    return {name: value.reshape(logits.shape[:-1]) for name, value in out.items()}
+
+
+_MOMENTS = ("log_z", "entropy", "sum_p2", "sum_p2logp")
+
+
+def baseline_from_moments(entropy: Tensor, sum_p2: Tensor, sum_p2logp: Tensor) -> Tensor:
+    """``E_{v~p}[S_v] = sum_v p_v * p_v (H + log p_v) = H * sum_v p_v^2 + sum_v p_v^2 log p_v`` (all ``(...)``)."""
+    return entropy * sum_p2 + sum_p2logp
+
+
+def sum_p2logp_from_half_temperature(log_sum_p2: Tensor, entropy_half: Tensor) -> Tensor:
+    """``sum_v p_v^2 log p_v`` from ``log sum_v p_v^2`` and the entropy ``H_q`` of ``q = softmax(2 z)``.
+
+    With ``p = softmax(z)``, ``q = p^2 / sum p^2`` is the distribution at half the temperature, and
+    ``H_q = -sum q (2 log p - log sum p^2) = log sum p^2 - 2 E_q[log p]``, so
+
+        sum_v p_v^2 log p_v = sum p^2 * E_q[log p] = sum p^2 * (log sum p^2 - H_q) / 2.
+
+    This is how E_p[S] comes out of an LM head that returns only entropies and ``log sum p^2`` (TRL's fused head):
+    one more pass of that head at temperature T / 2. All arguments and the result are ``(...)``.
+    """
+    return log_sum_p2.exp() * (log_sum_p2 - entropy_half) / 2
 
 
 def entropy_discriminator(

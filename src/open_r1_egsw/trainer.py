@@ -3,13 +3,12 @@
 The only method whose behaviour changes is `_generate_and_score_completions`: after TRL has generated, scored and
 normalised a generation batch, the trainer
 
-1. takes the token statistics of the sampling policy under no grad, from the first of these that applies:
-   the entropies TRL's own policy forward computed when TRL runs one (vLLM importance-sampling correction, or
-   generation misaligned with optimisation); the logits `model.generate` computed while sampling (TRL's
-   transformers generation path, EGSW alone: a forward hook, no extra pass); otherwise one extra no-grad forward
-   (vLLM without IS correction; measured by `make bench`). clip_b needs log p_k as well, and clip_v and
-   `log_entropy_dynamics` need E_p[S], which TRL's fused head does not return: they take a forward
-   (a logits forward for the latter two, entropy_dynamics.py);
+1. takes the token statistics of the sampling policy under no grad (H; log p_k and S for clip_b; E_p[S] too for
+   clip_v and `log_entropy_dynamics`) from the first source that applies (token_stats.py says which and how):
+   TRL's own policy forward when TRL runs one (vLLM importance-sampling correction, or generation misaligned with
+   optimisation); the logits `model.generate` computes while sampling (TRL's transformers generation path: a
+   forward hook, no pass of its own); otherwise one extra no-grad forward (vLLM without IS correction; measured by
+   `make bench`);
 2. gathers advantages, masks and statistics of every process (a group can span processes), computes the weights
    (egsw.py) and the keep-masks (entropy_dynamics.py) once for the whole generation batch, and slices its rows back;
 3. replaces `advantages` (B,) by per-token advantages (B, T) = A_i * w_{i,t} * keep_{i,t}, which TRL's
@@ -29,22 +28,20 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from .egsw import compute_egsw_weights, egsw_weight_stats, normalize_entropy, token_entropy
+from .egsw import compute_egsw_weights, egsw_weight_stats, normalize_entropy
 from .entropy_dynamics import (
     AdaptiveEGSWController,
     clip_b_mask,
     clip_fraction,
     clip_v_mask,
-    discriminator_from_logps,
     masked_mean,
     predicted_entropy_change,
-    token_statistics,
 )
 from .prompt_truncation import PromptTruncationMixin  # open-r1's max_prompt_length
+from .token_stats import FusedHeadCapture, GenerationRecorder, complete, needed_statistics, select_source
 from .vllm_cpu import keep_colocated_weights_loadable
 
 CONTROLLER_STATE_FILE = "egsw_controller_state.json"
-LOGITS_CHUNK_ELEMENTS = 2**28  # 0.5 GiB of bf16 logits per forward of the logits path (clip_v, diagnostics)
 
 
 class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
@@ -65,7 +62,8 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
         self.egsw_temperature = self.args.egsw_temperature
         self._capture_policy_forward = False  # set while TRL's generation-phase policy forward is expected
         self._capture_generation = False  # set while TRL generates, when the entropies come from generation
-        self._captured_stats: dict[str, torch.Tensor] | None = None
+        self._captured_stats: dict[str, torch.Tensor] | None = None  # from TRL's policy forward
+        self._recorder: GenerationRecorder | None = None  # from the logits of generation
         self._previous_batch: dict | None = None  # for the measured entropy change (log_entropy_dynamics)
         self.egsw_controller = None
         if self.args.egsw_controller != "none":
@@ -89,6 +87,9 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
         args = self.args
         return args.use_egsw or args.entropy_clip != "none" or args.log_entropy_dynamics
 
+    def _needed_stats(self) -> set[str]:
+        return needed_statistics(self.args.use_egsw, self.args.entropy_clip, self.args.log_entropy_dynamics)
+
     def _trl_runs_policy_forward(self) -> bool:
         """Whether TRL 1.16's `_generate_and_score_completions` runs its no-grad "old logps" policy forward.
 
@@ -99,109 +100,75 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
             self.use_vllm and self.vllm_importance_sampling_correction
         )
 
+    def _stats_source(self) -> str:
+        """token_stats.py's source for this configuration: "trl-forward", "generation" or "extra-forward".
+
+        "generation" is TRL's plain transformers generation path: no vLLM, no continuous batching, no tools, no
+        custom rollout.
+        """
+        transformers_generation = not (
+            self.use_vllm or self.use_transformers_continuous_batching or self.tools or self.rollout_func is not None
+        )
+        return select_source(self._trl_runs_policy_forward(), transformers_generation)
+
+    def _causal_lm(self):
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the inner causal LM
+
     def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
         if not self._capture_policy_forward:
             return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
         # The first policy forward of the generation phase is TRL's "old logps" forward (it runs before the
-        # reference-model forward). Its fused LM head already computes entropies: keep them instead of paying for
-        # another forward.
+        # reference-model forward). Its fused LM head already computes log p_k and H: keep them, and E_p[S] from
+        # the same hidden states when needed (token_stats.FusedHeadCapture), instead of paying for another forward.
         self._capture_policy_forward = False
         wanted = kwargs.get("compute_entropy", False)
         kwargs["compute_entropy"] = True
-        logps, entropies, aux = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        with FusedHeadCapture(self._causal_lm(), "S_baseline" in self._needed_stats()) as capture:
+            logps, entropies, aux = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
         self._captured_stats = {"logp": logps, "entropy": entropies}
+        if capture.need_baseline:
+            self._captured_stats["S_baseline"] = capture.baseline(logps.size(1))
         return logps, (entropies if wanted else None), aux
-
-    def _entropies_from_generation(self) -> bool:
-        """Whether the sampling entropies are taken from the logits `model.generate` computes while sampling.
-
-        That is TRL's plain transformers generation path (no vLLM, no continuous batching, no tools, no custom
-        rollout) when TRL runs no policy forward of its own and only the entropy is needed (EGSW without clipping
-        or diagnostics, which need log p_k and E_p[S]): then EGSW costs no forward pass at all.
-        """
-        args = self.args
-        return (
-            args.use_egsw
-            and args.entropy_clip == "none"
-            and not args.log_entropy_dynamics
-            and not self.use_vllm
-            and not self.use_transformers_continuous_batching
-            and not self.tools
-            and self.rollout_func is None
-            and not self._trl_runs_policy_forward()
-        )
 
     def _generate_single_turn(self, *args, **kwargs):
         if not self._capture_generation:
             return super()._generate_single_turn(*args, **kwargs)
-        # Each forward of `generate` yields the next-token logits of every row (prefill: its last position). A
-        # forward hook on the causal LM turns them into H(softmax(logits / T)): the same temperature-scaled,
-        # unfiltered distribution as TRL's policy forward, under which the tokens were sampled.
-        model = self.accelerator.unwrap_model(self.model)
-        model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the inner causal LM
-        steps = []
-
-        def record(module, inputs, output):
-            steps.append(token_entropy(output.logits[:, -1, :], self.temperature))
-
-        handle = model.register_forward_hook(record)
+        self._recorder = GenerationRecorder(self.temperature, self._needed_stats())
+        handle = self._recorder.register(self._causal_lm())
         try:
-            result = super()._generate_single_turn(*args, **kwargs)
+            return super()._generate_single_turn(*args, **kwargs)
         finally:
             handle.remove()
-        self._captured_stats = {"entropy": torch.stack(steps, dim=1)} if steps else None  # (B, generated steps)
-        return result
 
-    def _batch_forward_inputs(self, batch: dict, mode: str):
+    @torch.no_grad()
+    def _extra_forward_stats(self, batch: dict, mode: str, need: set[str]) -> dict[str, torch.Tensor]:
+        """Source "extra-forward": TRL's own (fused-head) policy forward, once more, under `FusedHeadCapture`."""
         input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
         attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
         batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
-        return input_ids, attention_mask, batch["completion_ids"].size(1), batch_size
-
-    @torch.no_grad()
-    def _policy_forward_stats(self, batch: dict, mode: str) -> dict[str, torch.Tensor]:
-        """log p_k and H from TRL's own (fused-head) policy forward: one extra no-grad pass."""
-        input_ids, attention_mask, logits_to_keep, batch_size = self._batch_forward_inputs(batch, mode)
-        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+        with (
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            FusedHeadCapture(self._causal_lm(), "S_baseline" in need) as capture,
+        ):
             logps, entropies, _ = super()._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, compute_entropy=True
-            )
-        return {"logp": logps, "entropy": entropies}
-
-    @torch.no_grad()
-    def _logits_forward_stats(self, batch: dict, mode: str) -> dict[str, torch.Tensor]:
-        """log p_k, H, S and E_p[S] from the logits, a few rows at a time.
-
-        Rows per forward: the per-device batch, capped so that one chunk's logits hold at most
-        `LOGITS_CHUNK_ELEMENTS` values (for Qwen2.5-Math, 152k vocabulary x 3k tokens is 0.46e9 per row: one row).
-        """
-        input_ids, attention_mask, logits_to_keep, batch_size = self._batch_forward_inputs(batch, mode)
-        vocab_size = self.model.config.get_text_config().vocab_size
-        batch_size = max(1, min(batch_size, LOGITS_CHUNK_ELEMENTS // ((logits_to_keep + 1) * vocab_size)))
-        completion_ids = batch["completion_ids"]
-        chunks = []
-        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            for start in range(0, input_ids.size(0), batch_size):
-                rows = slice(start, start + batch_size)
-                with self.accelerator.autocast():
-                    logits = self.model(
-                        input_ids=input_ids[rows],
-                        attention_mask=attention_mask[rows],
-                        logits_to_keep=logits_to_keep + 1,
-                        use_cache=False,
-                    ).logits[:, :-1]  # (b, T, V): position t predicts completion token t
-                chunks.append(token_statistics(logits, completion_ids[rows], temperature=self.temperature))
-                del logits
-        return {key: torch.cat([c[key] for c in chunks], dim=0) for key in chunks[0]}
+                self.model, input_ids, attention_mask, batch["completion_ids"].size(1), batch_size=batch_size,
+                compute_entropy=True,
+            )  # fmt: skip
+        stats = {"logp": logps, "entropy": entropies}
+        if capture.need_baseline:
+            stats["S_baseline"] = capture.baseline(logps.size(1))
+        return stats
 
     def _sampling_token_stats(self, batch: dict, mode: str) -> dict[str, torch.Tensor]:
-        if self.args.entropy_clip == "clip_v" or self.args.log_entropy_dynamics:
-            return self._logits_forward_stats(batch, mode)
-        stats = self._captured_stats or self._policy_forward_stats(batch, mode)
-        stats = {key: value[:, : batch["completion_ids"].size(1)] for key, value in stats.items()}  # generation: >= T
-        if self.args.entropy_clip == "clip_b":
-            stats = {**stats, "S": discriminator_from_logps(stats["logp"], stats["entropy"])}
-        return stats
+        need = self._needed_stats()
+        stats = self._captured_stats
+        if self._recorder is not None:
+            stats = self._recorder.result(batch["completion_ids"])
+        if stats is None:
+            stats = self._extra_forward_stats(batch, mode, need)
+        width = batch["completion_ids"].size(1)
+        return complete({key: value[:, :width] for key, value in stats.items()}, need)  # generation: >= T
 
     # ----------------------------------------------------------------------------------------------------------
     # Gather, weigh, clip, slice back
@@ -221,9 +188,10 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
 
         mode = "train" if self.model.training else "eval"
-        self._captured_stats = None
-        self._capture_policy_forward = self._trl_runs_policy_forward()
-        self._capture_generation = self._entropies_from_generation()
+        self._captured_stats = self._recorder = None
+        source = self._stats_source()
+        self._capture_policy_forward = source == "trl-forward"
+        self._capture_generation = source == "generation"
         try:
             batch = super()._generate_and_score_completions(inputs)
         finally:
@@ -336,7 +304,7 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
         previous, self._previous_batch = self._previous_batch, None
         if previous is None:
             return
-        after = self._policy_forward_stats(previous["batch"], "train")["entropy"]
+        after = self._extra_forward_stats(previous["batch"], "train", {"entropy"})["entropy"]
         mask = previous["batch"]["completion_mask"]
         after_all = self._gather_rows({"entropy": after, "mask": mask})
         measured = masked_mean(after_all["entropy"], after_all["mask"]) - masked_mean(
