@@ -529,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             try:
                 record = run_task(model, task, spec, args.backend, settings, data_dir, args, out_dir)
-                run_record["tasks"][task] = {"status": "ok", "result": f"{task_slug(task)}.json", **record["metrics"]}
+                run_record["tasks"][task] = {"status": "ok", "result": f"{task_slug(task)}.json", **record["metrics"],
+                                             "num_skipped_too_long": record["num_skipped_too_long"]}  # fmt: skip
                 logger.info("%s: %s", task, record["metrics"])
             except Exception as exc:
                 logger.exception("Task %s failed", task)
@@ -548,7 +549,12 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = [task for task, status in run_record["tasks"].items() if status["status"] != "ok"]
     for task, status in run_record["tasks"].items():
-        line = f"{task}: pass@1={status['pass@1']:.4f}" if status["status"] == "ok" else f"{task}: {status['error']}"
+        if status["status"] != "ok":
+            line = f"{task}: {status['error']}"
+        else:
+            line = f"{task}: pass@1={status['pass@1']:.4f} answer_rate={status['answer_rate']:.4f}"
+            if status["num_skipped_too_long"]:
+                line += f" ({status['num_skipped_too_long']} row(s) skipped: prompt too long)"
         sys.stdout.write(f"{line}\n")
     if failed:
         sys.stderr.write(f"error: task(s) failed: {', '.join(failed)} (see {out_dir / 'run.json'})\n")
