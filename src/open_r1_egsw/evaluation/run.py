@@ -4,9 +4,11 @@
     # (.cache/embedded/sft-model), offline on CPU, on synthetic local rows in each benchmark's schema
     python -m open_r1_egsw.evaluation.run
 
-    # a real model on the real benchmarks (GPU, evaluation environment .venv-eval, see the README)
-    .venv-eval/bin/python -m open_r1_egsw.evaluation.run --model Qwen/Qwen2.5-Math-7B --tasks all \\
-        --backend vllm --num-samples 4
+    # a real model on the real benchmarks (GPU; vLLM through vllm_model.py, in the training environment)
+    python -m open_r1_egsw.evaluation.run --model Qwen/Qwen2.5-Math-7B --tasks all --backend vllm --num-samples 4
+
+    # a model trained with a recipe, prompted as it was trained (the recipe's system prompt, no instruction)
+    python -m open_r1_egsw.evaluation.run --model data/tiny/egsw --recipe recipes/tiny/egsw/config.yaml
 
 Results go to `OUTPUT_DIR/<model-name>/`: one `<task>.json` per task, written as soon as that task finishes (a task
 that crashes later loses nothing already written), `run.json` (the invocation and every task's status),
@@ -29,6 +31,15 @@ How lighteval is driven, and why:
 4. Sampling on the transformers backend: lighteval 0.13 passes the temperature but not `do_sample`, so the model's
    own generation config decides; it is set to sample when the temperature is > 0. The torch seed is set before each
    task.
+5. No truncation: `GenerationParameters.max_new_tokens` stays unset. lighteval 0.13's transformers backend uses it as
+   the tokenizer's `max_length` and cuts every prompt to its last max_new_tokens tokens (measured: with the embedded
+   profile's 48 the question was gone and every row got the same completion); the task's `generation_size` bounds
+   the completion instead. A prompt that does not fit max_model_length with max_new_tokens is skipped and counted
+   (`num_skipped_too_long`, tasks.py), so lighteval's own left-truncation of the longest prompts never runs.
+6. The prompt is the settings' (settings.py): system prompt, math instruction, chat template (lighteval's
+   `override_chat_template`). With a chat template no special tokens are added on top of it (the template writes its
+   own, as the trainer's `apply_chat_template` does); plain-text prompts get the tokenizer's. The vLLM backend is
+   `vllm_model.VLLMModel`, lighteval's class adapted to vllm 0.31.
 
 Bad input (unknown task, missing model, missing local data) ends with one line on stderr and exit status 2 before
 lighteval is imported; a task that fails is logged, recorded in run.json, the other tasks still run, and the exit
@@ -49,13 +60,13 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .benchmarks import LIGHTEVAL_TASKS, resolve_tasks, task_slug
 from .local_data import DEFAULT_ROOT as LOCAL_DATA_ROOT
 from .local_data import write_local_data
-from .settings import DATA_DIR_ENV, PROFILES
+from .settings import DATA_DIR_ENV, PROFILES, prompt_from_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -203,39 +214,42 @@ def build_model(spec: ModelSpec, backend: str, settings, args, cache_dir: Path):
     from lighteval.models.model_loader import load_model
     from lighteval.utils.cache_management import SampleCache
 
-    generation = GenerationParameters(
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_new_tokens=settings.max_new_tokens,
-        seed=settings.seed,
-    )
+    # max_new_tokens is left unset: lighteval 0.13's transformers backend would use it as the tokenizer's max_length
+    # and cut every prompt to its last max_new_tokens tokens (docstring, 5.); the task's generation_size (the same
+    # settings.max_new_tokens, tasks.py) bounds the completion on both backends.
+    generation = GenerationParameters(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
     scratch = Path(tempfile.mkdtemp(prefix="lighteval-cache-"))
     common = {
         "model_name": spec.source,
         "generation_parameters": generation,
         "system_prompt": settings.system_prompt,
         "cache_dir": str(scratch),
+        "override_chat_template": settings.chat_template,
+        # the chat template writes its own special tokens; plain-text prompts get the tokenizer's (docstring, 6.)
+        "add_special_tokens": settings.chat_template is False,
     }
     if args.revision:
         common["revision"] = args.revision
+    import torch
+
+    on_gpu = torch.cuda.is_available()
     if backend == "vllm":
-        from lighteval.models.vllm.vllm_model import VLLMModelConfig
+        from .vllm_model import VLLMModelConfig
 
         tensor = args.parallel == "tensor"
         config = VLLMModelConfig(
             **common,
-            dtype=args.dtype or "bfloat16",
+            dtype=args.dtype or ("bfloat16" if on_gpu else "float32"),
             max_model_length=settings.max_model_length,
             gpu_memory_utilization=args.gpu_memory_utilization,
             tensor_parallel_size=args.num_gpus if tensor else 1,
             data_parallel_size=1 if tensor else args.num_gpus,
             seed=settings.seed,
+            **({} if args.enforce_eager is None else {"enforce_eager": args.enforce_eager}),
         )
     else:
-        import torch
         from lighteval.models.transformers.transformers_model import TransformersModelConfig
 
-        on_gpu = torch.cuda.is_available()
         config = TransformersModelConfig(
             **common,
             dtype=args.dtype or ("bfloat16" if on_gpu else "float32"),
@@ -247,7 +261,12 @@ def build_model(spec: ModelSpec, backend: str, settings, args, cache_dir: Path):
     # model path that is inside the model directory; note whether it already existed, to remove only our own.
     stray = Path(scratch) / spec.source / SampleCache.get_model_hash(None, config)
     stray_existed = stray.exists()
-    model = load_model(config)
+    if backend == "vllm":
+        from .vllm_model import VLLMModel
+
+        model = VLLMModel(config)
+    else:
+        model = load_model(config)
     if not stray_existed and stray.is_dir() and not any(stray.iterdir()):
         stray.rmdir()
     shutil.rmtree(scratch, ignore_errors=True)
@@ -256,6 +275,16 @@ def build_model(spec: ModelSpec, backend: str, settings, args, cache_dir: Path):
     if backend == "accelerate":
         model.model.generation_config.do_sample = settings.temperature > 0  # docstring, 4.
     return model
+
+
+def prompt_length_function(model):
+    """Doc -> number of prompt tokens exactly as the lighteval model will send them (chat template, special tokens)."""
+
+    def prompt_length(doc) -> int:
+        text = model.prompt_manager.prepare_prompt(doc)
+        return len(model.tokenizer(text, add_special_tokens=model.add_special_tokens)["input_ids"])
+
+    return prompt_length
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -276,7 +305,8 @@ def _write_details(path: Path, details: list) -> None:
                 "query": doc.query,
                 "gold": (doc.specific or {}).get("gold"),
                 "options": (doc.specific or {}).get("options") or None,
-                "completions": list(response.final_text),
+                "completions": list(response.final_text),  # what was scored (lighteval drops <think>...</think>)
+                "raw_completions": list(response.text),  # what the model generated
                 "metrics": detail.metric,
             }
             f.write(json.dumps(record, default=str) + "\n")
@@ -293,7 +323,7 @@ def run_task(model, task: str, spec: ModelSpec, backend: str, settings, data_dir
 
     started = time.time()
     stats = TaskStats()
-    config = build_task_config(task, settings, data_dir, stats)
+    config = build_task_config(task, settings, data_dir, stats, prompt_length=prompt_length_function(model))
     tracker = EvaluationTracker(
         output_dir=str(out_dir / "lighteval"), results_path_template="{output_dir}", save_details=False
     )
@@ -318,6 +348,7 @@ def run_task(model, task: str, spec: ModelSpec, backend: str, settings, data_dir
         "metrics": {key: float(value) for key, value in metrics.items()},
         "num_rows": len(details),
         "num_skipped_gold": stats.skipped_gold,
+        "num_skipped_too_long": stats.skipped_too_long,
         "max_samples": args.max_samples,
         "generation": settings.to_dict(),
         "lighteval_version": lighteval.__version__,
@@ -384,11 +415,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     generation.add_argument("--max-new-tokens", type=int)
     generation.add_argument("--max-model-length", type=int, help="prompt + completion tokens")
     generation.add_argument("--seed", type=int)
-    generation.add_argument("--system-prompt")
+    generation.add_argument("--system-prompt", help='system message ("" for none)')
+    prompt = parser.add_argument_group("prompt (default: the profile's; see settings.py)")
+    prompt.add_argument(
+        "--recipe",
+        help="training recipe whose prompt the model was trained with: its system_prompt, the problem alone, the chat "
+        "template (flags below still override single fields)",
+    )
+    instruction = prompt.add_mutually_exclusive_group()
+    instruction.add_argument("--instruction", help="text appended to each math problem")
+    instruction.add_argument(
+        "--no-instruction", action="store_true", help="send each math problem alone (as the trainer does)"
+    )
+    prompt.add_argument(
+        "--chat-template",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="format prompts with the tokenizer's chat template (default: when the tokenizer has one)",
+    )
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--num-gpus", type=int, default=None, help="vllm: GPUs to use (default: SLURM_GPUS_ON_NODE)")
     hardware.add_argument("--parallel", choices=("data", "tensor"), default="data", help="vllm: how GPUs are used")
     hardware.add_argument("--gpu-memory-utilization", type=float, default=0.8)
+    hardware.add_argument(
+        "--enforce-eager",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="vllm: eager mode, no CUDA graphs (default: eager, as lighteval 0.13)",
+    )
     hardware.add_argument("--dtype", help="default: bfloat16 on GPU, float32 on CPU")
     hardware.add_argument("--batch-size", type=int, help="accelerate: default 16 on CPU, automatic on GPU")
     parser.add_argument("--no-cache", action="store_true", help="do not reuse cached generations")
@@ -400,7 +454,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _effective_settings(args, spec: ModelSpec):
     profile = PROFILES[args.profile or ("embedded" if args.model is None else "benchmark")]
+    if args.recipe:
+        profile = replace(profile, **prompt_from_recipe(args.recipe))
+    if args.no_instruction:
+        profile = replace(profile, instruction=None)
     settings = profile.override(
+        instruction=args.instruction,
+        chat_template=args.chat_template,
         num_samples=args.num_samples,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -469,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             try:
                 record = run_task(model, task, spec, args.backend, settings, data_dir, args, out_dir)
-                run_record["tasks"][task] = {"status": "ok", "result": f"{task_slug(task)}.json", **record["metrics"]}
+                run_record["tasks"][task] = {"status": "ok", "result": f"{task_slug(task)}.json", **record["metrics"],
+                                             "num_skipped_too_long": record["num_skipped_too_long"]}  # fmt: skip
                 logger.info("%s: %s", task, record["metrics"])
             except Exception as exc:
                 logger.exception("Task %s failed", task)
@@ -488,7 +549,12 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = [task for task, status in run_record["tasks"].items() if status["status"] != "ok"]
     for task, status in run_record["tasks"].items():
-        line = f"{task}: pass@1={status['pass@1']:.4f}" if status["status"] == "ok" else f"{task}: {status['error']}"
+        if status["status"] != "ok":
+            line = f"{task}: {status['error']}"
+        else:
+            line = f"{task}: pass@1={status['pass@1']:.4f} answer_rate={status['answer_rate']:.4f}"
+            if status["num_skipped_too_long"]:
+                line += f" ({status['num_skipped_too_long']} row(s) skipped: prompt too long)"
         sys.stdout.write(f"{line}\n")
     if failed:
         sys.stderr.write(f"error: task(s) failed: {', '.join(failed)} (see {out_dir / 'run.json'})\n")

@@ -3,8 +3,11 @@
 Pure functions, no lighteval import: the lighteval metric in `tasks.py` calls them, and the tests feed them fixed
 completions.
 
-1. Math: `score_math(gold, completion)` is `answers.verify_answer` (math-verify, the last `\\boxed{}` wins, gold wrapped
-   in `$...$`, leading zeros equal); a completion without a parseable answer scores 0. Rows whose gold does not parse
+1. Math: a completion has an answer only when it states one in the task's answer format, a `\\boxed{}` whose content
+   parses (`extract_math_answer`; the last complete box wins). Without one it scores 0 and counts as not answered:
+   math-verify's fallback, which reads the last number of any text, is not used for answers, since it finds one in
+   garbage such as " + 1 + 10 = 110 = 11}". With one, `score_math(gold, completion)` is `answers.verify_answer`
+   (math-verify, gold wrapped in `$...$`, leading zeros equal), so pass@1 <= answer_rate always. Rows whose gold does not parse
    never reach it: the prompt functions drop them and count them (`TaskStats.skipped_gold`).
 2. GPQA: `extract_choice_letter` reads the chosen option letter. Explicit statements ("Answer: B", "the answer is (C)",
    "\\boxed{D}", "the correct option is A") take precedence over bare parenthesised letters "(C)" and lines holding only a
@@ -20,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 
-from open_r1_egsw.answers import parse_completion, verify_answer
+from open_r1_egsw.answers import last_boxed_content, parse_completion, verify_answer
 
 CHOICE_LETTERS = "ABCD"
 
@@ -64,13 +67,23 @@ def score_choice(gold_letter: str, completion: str) -> tuple[float, bool]:
     return (1.0 if letter == gold_letter else 0.0), letter is not None
 
 
+def extract_math_answer(completion: str) -> str | None:
+    """The content of the completion's last complete `\\boxed{}` if it parses as math, else None (docstring, 1.)."""
+    if not isinstance(completion, str):
+        return None
+    boxed = last_boxed_content(completion)
+    if boxed is None or not boxed.strip():
+        return None
+    inline = boxed.replace("\n", " ")  # math-verify's inline $...$ stops at a newline
+    return boxed if parse_completion(f"${inline}$") else None
+
+
 def score_math(gold: str, completion: str) -> tuple[float, bool]:
-    """(math-verify correctness, whether the completion has a parseable answer).
+    """(math-verify correctness, whether the completion states an answer in `\\boxed{}`).
 
     The gold must parse (the prompt functions drop rows whose gold does not); if it does not, the completion scores 0.
     """
-    found = bool(parse_completion(completion))
-    if not found:
+    if extract_math_answer(completion) is None:
         return 0.0, False
     return (verify_answer(gold, completion) or 0.0), True
 

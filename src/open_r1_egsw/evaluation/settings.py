@@ -1,7 +1,7 @@
 """Generation settings of the benchmark evaluation: the one place they are set.
 
 Every value that shapes a completion (sampling temperature and top-p, the token budget, the number of samples per
-problem, the seed, the system prompt) lives in `GenerationSettings`. `run.py` builds the lighteval model and the task
+problem, the seed, and the prompt: system prompt, math instruction, chat template) lives in `GenerationSettings`. `run.py` builds the lighteval model and the task
 configs from one instance and writes `to_dict()` into every results file, so a score is never separated from the
 settings that produced it. Command-line flags (`--temperature`, `--max-new-tokens`, ...) replace single fields of a
 profile; they do not introduce other defaults.
@@ -10,17 +10,28 @@ Two profiles:
 
 - `BENCHMARK`: Qwen2.5-Math-7B on the real benchmarks. The model has 4096 positions (`max_position_embeddings`), so
   prompt + completion must fit in 4096 tokens: 3072 new tokens leave 1024 for the prompt (a GPQA Diamond prompt is
-  about 300-700 tokens with the Qwen tokenizer; lighteval's vLLM backend left-truncates a longer prompt and warns).
-  Temperature 0.6 / top-p 0.95 are the values open-r1 and DeepSeek-R1 report pass@1 with.
+  about 300-700 tokens with the Qwen tokenizer). A prompt that does not fit is skipped and counted
+  (`num_skipped_too_long`), never truncated. Temperature 0.6 / top-p 0.95 are the values open-r1 and DeepSeek-R1
+  report pass@1 with. The prompt is lighteval's and open-r1's standard one: no system prompt, the problem followed by
+  `MATH_INSTRUCTION`, the model's chat template.
 - `EMBEDDED`: the tiny embedded Qwen2 (`python -m open_r1_egsw.embedded`), 512 positions, trained on completions of
-  about 25 tokens with the embedded system prompt: 48 new tokens, the same sampling.
+  about 25 tokens: 48 new tokens, the same sampling, and exactly the training prompt (`data.conversation_prompt`):
+  the embedded system prompt, then the problem alone (no instruction), through the tokenizer's chat template.
+
+The prompt of a model trained with a recipe is the recipe's: `prompt_from_recipe` reads its `system_prompt` (the
+trainer sends the problem column alone, so there is no instruction), `--recipe` applies it, and `--system-prompt`,
+`--instruction`, `--no-instruction`, `--chat-template` / `--no-chat-template` set single fields.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from open_r1_egsw.embedded import SYSTEM_PROMPT as EMBEDDED_SYSTEM_PROMPT
+
+# open-r1's / lighteval's math instruction, appended to every MATH / AIME problem by the benchmark profile.
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 # Offline override of the benchmark data: a directory with one sub-directory per task (see tasks.py).
 DATA_DIR_ENV = "EGSW_EVAL_DATA_DIR"
@@ -46,7 +57,12 @@ class GenerationSettings:
         seed (`int`, defaults to `1234`):
             Seed of the sampler (vLLM `seed`, `torch.manual_seed` before each task on the transformers backend).
         system_prompt (`str` or `None`, defaults to `None`):
-            System message put before every prompt (chat template models only); None sends none.
+            System message put before every prompt (chat template models only); None or "" sends none.
+        instruction (`str` or `None`, defaults to `MATH_INSTRUCTION`):
+            Appended to each math problem after a blank line; None sends the problem alone. GPQA keeps its template.
+        chat_template (`bool` or `None`, defaults to `None`):
+            Format prompts with the tokenizer's chat template (True), as plain text (False), or when the tokenizer
+            has one (None, lighteval's own rule).
     """
 
     temperature: float = 0.6
@@ -56,8 +72,14 @@ class GenerationSettings:
     num_samples: int = 1
     seed: int = 1234
     system_prompt: str | None = None
+    instruction: str | None = MATH_INSTRUCTION
+    chat_template: bool | None = None
 
     def __post_init__(self):
+        if self.system_prompt == "":  # the trainer sends no system message for an empty one (data.py)
+            object.__setattr__(self, "system_prompt", None)
+        if self.instruction == "":
+            object.__setattr__(self, "instruction", None)
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
         if not 0 < self.top_p <= 1:
@@ -84,6 +106,34 @@ class GenerationSettings:
 
 
 BENCHMARK = GenerationSettings()
-EMBEDDED = GenerationSettings(max_new_tokens=48, max_model_length=512, system_prompt=EMBEDDED_SYSTEM_PROMPT)
+EMBEDDED = GenerationSettings(
+    max_new_tokens=48, max_model_length=512, system_prompt=EMBEDDED_SYSTEM_PROMPT, instruction=None, chat_template=True
+)
 
 PROFILES = {"benchmark": BENCHMARK, "embedded": EMBEDDED}
+
+
+def prompt_from_recipe(path: str | Path) -> dict:
+    """The prompt fields a training recipe implies: its `system_prompt`, no instruction, the chat template.
+
+    grpo.py and sft.py send `conversation_prompt(row[dataset_prompt_column], system_prompt)` through the tokenizer's
+    chat template, so a model trained with the recipe is evaluated on the same messages.
+
+    Raises:
+        ValueError: the file is missing, is not a YAML mapping, or its `system_prompt` is not a string.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"recipe not found: {path}")
+    try:
+        recipe = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(recipe, dict):
+        raise ValueError(f"recipe {path} is not a mapping of keys to values")
+    system_prompt = recipe.get("system_prompt")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ValueError(f"recipe {path}: system_prompt must be a string, got {type(system_prompt).__name__}")
+    return {"system_prompt": system_prompt or None, "instruction": None, "chat_template": True}

@@ -9,16 +9,24 @@ the module only loads after renaming. `run.py` avoids that Registry path altoget
 The metric (`pass_at_1_metric`) samples `num_samples` completions per problem and reports, per task:
 
 - `pass@1`: the mean over problems of (correct samples / samples), the unbiased pass@1 estimate from k samples;
-- `answer_rate`: the share of samples in which an answer was found at all (a boxed/parseable math answer, an option
-  letter), which separates "wrong" from "did not answer" (truncated completions, broken format).
+- `answer_rate`: the share of samples that state a final answer in the task's format (a `\\boxed{}` whose content
+  parses, for math; an option letter, for GPQA), which separates "wrong" from "did not answer" (truncated
+  completions, broken format, garbage).
+
+Prompts never get truncated: given `prompt_length` (the token count of a Doc's prompt as the model will see it,
+chat template included; `run.py` builds it from the lighteval model), a row whose prompt + `max_new_tokens` exceeds
+`max_model_length` is skipped with a warning and counted (`TaskStats.skipped_too_long`). lighteval itself would cut
+such a prompt from the left without a word.
 
 Both come with lighteval's standard error of the mean over problems (`pass@1_stderr`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +53,7 @@ class TaskStats:
     """Counts kept while a task's rows are turned into prompts."""
 
     skipped_gold: int = 0  # math rows dropped because their gold answer does not parse (a data problem)
+    skipped_too_long: int = 0  # rows dropped because prompt + max_new_tokens exceeds max_model_length
 
 
 class PassAt1FromSamples(SamplingMetric, SampleLevelComputation):
@@ -112,8 +121,11 @@ def data_source(name: str, data_dir: str | os.PathLike | None) -> tuple[str, str
     return spec.hub_repo, spec.hub_subset
 
 
-def _make_prompt_function(spec: BenchmarkSpec, stats: TaskStats):
-    """lighteval prompt function (row, task name) -> Doc, or None for a math row whose gold does not parse.
+def _make_prompt_function(
+    spec: BenchmarkSpec, settings: GenerationSettings, stats: TaskStats, prompt_length: Callable[[Doc], int] | None
+):
+    """lighteval prompt function (row, task name) -> Doc, or None for a math row whose gold does not parse or a row
+    whose prompt does not fit (module docstring).
 
     A closure (not a functools.partial): lighteval deep-copies task configs, which copies a partial's arguments but
     keeps a function, so `stats` stays the caller's object.
@@ -126,7 +138,7 @@ def _make_prompt_function(spec: BenchmarkSpec, stats: TaskStats):
                 f"{spec.name}: the data has no column(s) {missing}; expected the {spec.hub_repo} columns "
                 f"{list(spec.columns)}"
             )
-        prompt = spec.make_prompt(line)
+        prompt = spec.make_prompt(line, settings.instruction)
         if spec.kind == "math":
             if not parse_gold(prompt.gold):
                 stats.skipped_gold += 1
@@ -140,15 +152,33 @@ def _make_prompt_function(spec: BenchmarkSpec, stats: TaskStats):
             choices, gold_index = [prompt.gold], 0
         else:
             choices, gold_index = list(CHOICE_LETTERS), CHOICE_LETTERS.index(prompt.gold)
-        return Doc(
+        doc = Doc(
             task_name=task_name,
             query=prompt.query,
             choices=choices,
             gold_index=gold_index,
             specific={"gold": prompt.gold, "options": list(prompt.choices)},
         )
+        if prompt_length is not None:
+            length = prompt_length(doc)
+            if length + settings.max_new_tokens > settings.max_model_length:
+                stats.skipped_too_long += 1
+                logger.warning(
+                    "%s: skipping row %s, its prompt has %d tokens: with max_new_tokens %d it exceeds "
+                    "max_model_length %d (it would be truncated).",
+                    spec.name,
+                    line.get("__index"),
+                    length,
+                    settings.max_new_tokens,
+                    settings.max_model_length,
+                )
+                return None
+        return doc
 
-    prompt_function.__name__ = f"{task_slug(spec.name)}_prompt"  # lighteval hashes task configs by function name
+    # lighteval keys its generation cache by the text of the task config, where this function shows by name: the name
+    # carries the instruction (and the fit budget), so another prompt never reads this one's completions.
+    key = hashlib.sha256(repr((settings.instruction, settings.max_model_length)).encode()).hexdigest()[:8]
+    prompt_function.__name__ = f"{task_slug(spec.name)}_prompt_{key}"
     return prompt_function
 
 
@@ -157,13 +187,20 @@ def build_task_config(
     settings: GenerationSettings,
     data_dir: str | os.PathLike | None = None,
     stats: TaskStats | None = None,
+    prompt_length: Callable[[Doc], int] | None = None,
 ) -> LightevalTaskConfig:
-    """The lighteval config of benchmark `name` under `settings`, reading `data_dir` instead of the hub if given."""
+    """The lighteval config of benchmark `name` under `settings`, reading `data_dir` instead of the hub if given.
+
+    `prompt_length` (Doc -> prompt tokens) enables the fit check of the module docstring; without it (scoring-only
+    use) every row is kept.
+    """
     spec = LIGHTEVAL_TASKS[name]
     hf_repo, hf_subset = data_source(name, data_dir)
     return LightevalTaskConfig(
         name=name,
-        prompt_function=_make_prompt_function(spec, stats if stats is not None else TaskStats()),
+        prompt_function=_make_prompt_function(
+            spec, settings, stats if stats is not None else TaskStats(), prompt_length
+        ),
         hf_repo=hf_repo,
         hf_subset=hf_subset,
         hf_avail_splits=[spec.split],
