@@ -9,7 +9,7 @@ Three read-only wrappers record:
   every vLLM parameter (any left empty by a packed kernel is listed as "packed"), a checksum, and, to check outputs,
   the log-probs of a fixed token sequence under vLLM and under the trainer's model, after every sync;
 - every call of TRL's policy forward `_get_per_token_logps_and_entropies` as (grad enabled, entropy requested);
-- every call of the trainer's own extra-forward paths (`_policy_forward_stats`, `_logits_forward_stats`).
+- every call of the trainer's own extra forward (`_extra_forward_stats`, token_stats.py's "extra-forward" source).
 """
 
 import json
@@ -104,8 +104,7 @@ def main() -> int:
     trl.GRPOTrainer._get_per_token_logps_and_entropies = count_calls(
         trl.GRPOTrainer._get_per_token_logps_and_entropies, "policy_forwards"
     )
-    for method in ("_policy_forward_stats", "_logits_forward_stats"):
-        setattr(EGSWTrainer, method, count_calls(getattr(EGSWTrainer, method), "extra_forwards"))
+    EGSWTrainer._extra_forward_stats = count_calls(EGSWTrainer._extra_forward_stats, "extra_forwards")
     code = grpo.cli_main(argv)
     with open(report, "w") as f:
         json.dump(record, f)
