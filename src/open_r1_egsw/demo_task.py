@@ -23,16 +23,12 @@ assets and outputs are unchanged.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import os
 import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .embedded import EmbeddedSpec, build_assets, has_carry, warm_start
+from .embedded import EmbeddedSpec, build_assets, has_carry, run_cli
 
 DEMO_VERSION = 1  # bump when the demo rows change (part of the cache fingerprint through `EmbeddedSpec.version`)
 DEFAULT_DEMO_ROOT = Path(".cache/demo")
@@ -108,19 +104,11 @@ def build_demo_assets(root: Path = DEFAULT_DEMO_ROOT, spec: DemoSpec | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=os.environ.get("DEMO_ROOT", str(DEFAULT_DEMO_ROOT)))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--force", action="store_true", help="rebuild even when the cache fingerprint matches")
-    parser.add_argument("--warm-start", action="store_true", help="also run the SFT warm start")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = build_demo_assets(Path(args.root), DemoSpec(seed=args.seed), force=args.force)
-    if args.warm_start:
-        warm_start(paths, DEMO_SFT_RECIPE)
-    paths_json = {"data": str(paths.data), "base_model": str(paths.base_model), "sft_model": str(paths.sft_model)}
-    sys.stdout.write(json.dumps(paths_json) + "\n")
-    return 0
+    return run_cli(
+        argv, description=__doc__.split("\n\n")[0], root_env="DEMO_ROOT", default_root=DEFAULT_DEMO_ROOT,
+        build=lambda root, seed, force: build_demo_assets(root, DemoSpec(seed=seed), force=force),
+        recipe=DEMO_SFT_RECIPE,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -297,20 +297,37 @@ def warm_start(paths: EmbeddedPaths, recipe: Path = SFT_RECIPE, extra_args: list
     return paths.sft_model
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=os.environ.get("EMBEDDED_ROOT", str(DEFAULT_ROOT)))
+def run_cli(
+    argv: list[str] | None,
+    *,
+    description: str,
+    root_env: str,
+    default_root: Path,
+    build: Callable[[Path, int, bool], EmbeddedPaths],
+    recipe: Path,
+) -> int:
+    """The command line shared by this module and demo_task.py: build (cached) assets, optionally warm-start,
+    print their paths as one JSON line. `build(root, seed, force)` builds one task's assets."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--root", default=os.environ.get(root_env, str(default_root)))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache fingerprint matches")
     parser.add_argument("--warm-start", action="store_true", help="also run the SFT warm start")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = build_assets(Path(args.root), EmbeddedSpec(seed=args.seed), force=args.force)
+    paths = build(Path(args.root), args.seed, args.force)
     if args.warm_start:
-        warm_start(paths)
+        warm_start(paths, recipe)
     paths_json = {"data": str(paths.data), "base_model": str(paths.base_model), "sft_model": str(paths.sft_model)}
     sys.stdout.write(json.dumps(paths_json) + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(
+        argv, description=__doc__.split("\n\n")[0], root_env="EMBEDDED_ROOT", default_root=DEFAULT_ROOT,
+        build=lambda root, seed, force: build_assets(root, EmbeddedSpec(seed=seed), force=force), recipe=SFT_RECIPE,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
