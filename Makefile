@@ -3,7 +3,7 @@
 #   make test    # the whole test suite, slow end-to-end tests included (what CI runs)
 # Both create .venv and install the pinned CPU stack into it when it is absent or older than setup.py.
 
-.PHONY: install train test test-fast quality style bench bench-scaling clean compare sweep compare-demo sweep-demo
+.PHONY: install train test test-fast quality style bench bench-scaling clean compare sweep
 
 PYTHON ?= python3
 VENV := .venv
@@ -65,26 +65,22 @@ bench-scaling: $(STAMP)
 	$(PY) -m open_r1_egsw.embedded
 	$(PY) scripts/bench_scaling.py $(ARGS)
 
-# Method comparison (README "Results"): the 8 methods of compare.METHODS, tiny recipes, seeds 0 1 2 -> reports/compare/
-# (compare.md/.json + PNGs). ARGS go to compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4".
+# Method comparison (README "Results"): the 8 methods of compare.METHODS on the demo task (demo_task.py: solution
+# paths of different lengths, real sampling entropy; recipes/demo/), seeds 0-4 -> reports/compare/ (compare.md/.json
+# + PNGs). TASK=tiny runs the embedded task's recipes (recipes/tiny/) -> reports/compare-tiny/. ARGS go to
+# compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4".
+TASK ?= demo
+TASK_BUILD_demo = demo_task
+TASK_BUILD_tiny = embedded
 compare: $(STAMP)
-	$(PY) -m open_r1_egsw.embedded --warm-start
-	$(PY) -m open_r1_egsw.compare $(ARGS)
+	$(PY) -m open_r1_egsw.$(or $(TASK_BUILD_$(TASK)),$(error TASK must be demo or tiny, not '$(TASK)')) --warm-start
+	$(PY) -m open_r1_egsw.compare --task $(TASK) $(ARGS)
 
-# EGSW sweep: alpha in {0.1,0.3,0.5,0.8} at P=1, then P in {0.5,1,1.5,2} at the best alpha -> reports/sweep/
+# EGSW sweep: alpha in {0.1,0.3,0.5,0.8} x P in {0.5,1,1.8} on seed 0, then seeds 1 2 at the best cell and the
+# paper's two settings (0.3, 1) and (0.8, 1.8) -> reports/sweep/ (TASK=tiny: reports/sweep-tiny/)
 sweep: $(STAMP)
-	$(PY) -m open_r1_egsw.embedded --warm-start
-	$(PY) -m open_r1_egsw.compare sweep $(ARGS)
-
-# The same on the demo task (demo_task.py: solution paths of different lengths, real sampling entropy), recipes/demo/
-# -> reports/compare-demo/, reports/sweep-demo/
-compare-demo: $(STAMP)
-	$(PY) -m open_r1_egsw.demo_task --warm-start
-	$(PY) -m open_r1_egsw.compare --task demo $(ARGS)
-
-sweep-demo: $(STAMP)
-	$(PY) -m open_r1_egsw.demo_task --warm-start
-	$(PY) -m open_r1_egsw.compare sweep --task demo $(ARGS)
+	$(PY) -m open_r1_egsw.$(or $(TASK_BUILD_$(TASK)),$(error TASK must be demo or tiny, not '$(TASK)')) --warm-start
+	$(PY) -m open_r1_egsw.compare sweep --task $(TASK) $(ARGS)
 
 # ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----
 #   make evaluate                      # embedded tiny model, offline on CPU, synthetic local rows (a few minutes)

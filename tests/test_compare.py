@@ -120,19 +120,55 @@ def test_curves_mean_and_band(fabricated):
 
 
 def test_sweep_report_and_heatmap(tmp_path):
-    """The sweep table parses (alpha, P) from the run folders; the heatmap leaves unrun cells blank."""
-    fake_run(tmp_path / "a0.3_p1/seed0", [0.5], [8], 0.6, extra={"egsw/ess": 0.8, "egsw/weight_min": 0.1})
-    fake_run(tmp_path / "a0.8_p1.5/seed0", [0.5], [8], 0.4, extra={"egsw/ess": 0.7, "egsw/weight_min": 0.2})
-    result = compare_stats.aggregate(tmp_path, ["a0.3_p1", "a0.8_p1.5"], threshold=0.5, window=1)
+    """The sweep table parses (alpha, P) from the run folders and gives each cell's interval over its seeds; the
+    heatmap leaves unrun cells blank."""
+    weights = {"egsw/ess": 0.8, "egsw/weight_min": 0.1}
+    fake_run(tmp_path / "a0.3_p1/seed0", [0.5], [8], 0.6, extra=weights)
+    fake_run(tmp_path / "a0.3_p1/seed1", [0.5], [8], 0.8, extra=weights)
+    fake_run(tmp_path / "a0.8_p1.8/seed0", [0.5], [8], 0.4, extra={"egsw/ess": 0.7, "egsw/weight_min": 0.2})
+    result = compare_stats.aggregate(tmp_path, ["a0.3_p1", "a0.8_p1.8"], threshold=0.5, window=1)
     rows = compare_report.sweep_table(result).splitlines()
-    assert rows[2].startswith("| 0.3 | 1 | 1/1 | 0.600 ± 0.000 | 0.100 |") and "| 0.800 |" in rows[2]
-    assert rows[3].startswith("| 0.8 | 1.5 | 1/1 | 0.400 ± 0.000 | 0.200 |")
+    # two seeds 0.6, 0.8: mean 0.7, t interval 0.7 +- 12.706205 * 0.1414 / sqrt(2) = 0.7 +- 1.271
+    assert rows[2].startswith("| 0.3 | 1 | 2/2 | 0.700 [-0.571, 1.971] (n=2) |"), rows[2]
+    assert rows[2].endswith("| 0.100 | n/a | n/a | 0.800 |"), rows[2]
+    assert rows[3].startswith("| 0.8 | 1.8 | 1/1 | 0.400 (n=1) |"), rows[3]
     assert compare_report.parse_setting(compare_report.setting_label(0.1, 2.0)) == (0.1, 2.0)
-    config = {"command": "test", "seeds": [0], "overrides": [], "recipe_sha256": {}, "machine": "test", "wall_s": 0.0,
-              "jobs": 1, "alphas": compare.SWEEP_ALPHAS, "temperatures": compare.SWEEP_TEMPERATURES}  # fmt: skip
+    config = {"command": "test", "seeds": [0, 1], "overrides": [], "recipe_sha256": {}, "machine": "test",
+              "wall_s": 0.0, "jobs": 1, "alphas": compare.SWEEP_ALPHAS, "temperatures": compare.SWEEP_TEMPERATURES,
+              "grid_seeds": [0], "more_seeds": [1], "best": [0.3, 1.0], "best_reason": "test",
+              "paper_settings": compare.PAPER_SETTINGS}  # fmt: skip
     compare_report.write_sweep_report(result, config, tmp_path)
     assert (tmp_path / "sweep_heatmap.png").read_bytes()[:8] == PNG_MAGIC
-    assert "| 0.8 | 1.5 |" in (tmp_path / "sweep.md").read_text()
+    text = (tmp_path / "sweep.md").read_text()
+    assert "| 0.8 | 1.8 |" in text and "Stage 2: seeds 1 at the best cell (a0.3_p1: test)" in text
+    assert "settings a0.3_p1, a0.8_p1.8." in text
+
+
+def test_sweep_grid_and_best_setting(tmp_path):
+    """The default grid is the paper's 4 x 3; the best cell is the highest mean final accuracy, ties broken by
+    reward AUC and then by closeness to the paper's (0.3, 1.0); with no finished run, the paper's setting."""
+    assert (compare.SWEEP_ALPHAS, compare.SWEEP_TEMPERATURES) == ([0.1, 0.3, 0.5, 0.8], [0.5, 1.0, 1.8])
+    assert compare.PAPER_SETTINGS == [(0.3, 1.0), (0.8, 1.8)]
+    grid = [(0.1, 0.5), (0.5, 1.0), (0.3, 1.8), (0.8, 1.8)]
+    fake_run(tmp_path / "a0.1_p0.5/seed0", [0.1], [8], 0.5)
+    fake_run(tmp_path / "a0.5_p1/seed0", [0.1], [8], 0.7)  # ties with a0.3_p1.8 on accuracy and reward AUC;
+    fake_run(tmp_path / "a0.3_p1.8/seed0", [0.1], [8], 0.7)  # distance to (0.3, 1.0): 0.2 vs 0.8
+    fake_run(tmp_path / "a0.8_p1.8/seed0", [0.1], [8], 0.9, returncode=1)  # failed: not a candidate
+    labels = [compare_report.setting_label(*c) for c in grid]
+    result = compare_stats.aggregate(tmp_path, labels, threshold=0.5, window=1, reward_key="reward")
+    best, reason = compare.best_setting(result, grid)
+    assert best == (0.5, 1.0) and reason == "best mean final accuracy of the grid (0.700)"
+    fake_run(tmp_path / "a0.3_p1.8/seed1", [0.9], [8], 0.7)  # a higher reward AUC now wins the tie
+    result = compare_stats.aggregate(tmp_path, labels, threshold=0.5, window=1, reward_key="reward")
+    assert compare.best_setting(result, grid)[0] == (0.3, 1.8)
+    assert compare.best_setting({"groups": {}}, grid)[0] == (0.3, 1.0)
+
+
+def test_sweep_rejects_bad_grid_seeds(capsys):
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["sweep", "--seeds", "0", "1", "--grid_seeds", "3"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == ("error: --grid_seeds must be between 1 and the number of --seeds (2), not 3.\n")
 
 
 def test_runs_with_different_recipes_are_flagged(tmp_path):
@@ -191,7 +227,7 @@ def test_quick_compare_end_to_end(tiny_assets, tmp_path):
     paired differences to GRPO, JSON and PNGs come out (one seed keeps it under ~3 minutes: the intervals themselves
     are tested on fabricated runs in test_compare_stats.py)."""
     out = tmp_path / "compare"
-    proc = run_compare("--quick", "--seeds", "0", "--jobs", "1", "--output_dir", out, "--",
+    proc = run_compare("--quick", "--task", "tiny", "--seeds", "0", "--jobs", "1", "--output_dir", out, "--",
                        *tiny_overrides(tiny_assets))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (out / "compare.md").read_text()
@@ -217,9 +253,27 @@ def test_crashed_run_keeps_finished_results(tiny_assets, tmp_path):
     """A method whose runs crash is reported; the finished method's numbers are still aggregated (exit code 1)."""
     out = tmp_path / "compare"
     # egsw_controller needs use_egsw: the GRPO run fails at config validation, the EGSW run trains
-    proc = run_compare("--quick", "--methods", "grpo", "egsw", "--seeds", "0", "--max_steps", "1", "--output_dir", out,
+    proc = run_compare("--quick", "--task", "tiny", "--methods", "grpo", "egsw", "--seeds", "0", "--max_steps", "1",
+                       "--output_dir", out,
                        "--", *tiny_overrides(tiny_assets), "--egsw_controller", "entropy")  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (out / "compare.md").read_text()
     assert "| egsw | 1/1 |" in table and "| grpo | 0/1 | n/a |" in table
     assert "grpo seed 0: failed" in table and "egsw_controller needs use_egsw" in table
+
+
+@pytest.mark.parametrize("task, builder", [("demo", "demo_task"), ("tiny", "embedded"), ("bogus", None)])
+def test_make_compare_and_sweep_pick_the_task(task, builder):
+    """`make compare` / `make sweep` warm-start the task they compare (the demo task unless TASK=tiny); another TASK
+    is one error line naming it (make -n: the commands are printed, not run). The demo case passes no TASK."""
+    task_args = [] if task == "demo" else [f"TASK={task}"]
+    commands = {"compare": "-m open_r1_egsw.compare --task", "sweep": "-m open_r1_egsw.compare sweep --task"}
+    for target, command in commands.items():
+        proc = subprocess.run(["make", "-n", target, *task_args], cwd=ROOT, capture_output=True, text=True)
+        if builder is None:
+            assert proc.returncode != 0 and "TASK must be demo or tiny, not 'bogus'" in proc.stderr, proc.stderr
+            continue
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert any(line.endswith(f"-m open_r1_egsw.{builder} --warm-start") for line in lines), lines
+        assert any(f"{command} {task}" in line for line in lines), lines

@@ -154,8 +154,8 @@ COMPARISON_METHOD_KEYS = {
 
 @pytest.mark.parametrize("task", ["tiny", "demo"])
 def test_comparison_recipes_differ_from_grpo_only_in_their_method_keys(task):
-    """make compare's recipes (and compare-demo's), parsed with the trainer's classes: each is the GRPO recipe plus
-    its own method keys."""
+    """make compare's recipes (demo task) and the embedded task's, parsed with the trainer's classes: each is the
+    GRPO recipe plus its own method keys."""
     from open_r1_egsw.compare import method_recipes
 
     recipes = method_recipes(task)

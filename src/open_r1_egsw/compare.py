@@ -1,11 +1,13 @@
 """Compare GRPO, EGSW (token, sequence), Clip_B, Clip_V, EGSW + Clip_B and TRL's top_entropy_quantile / entropy_coef
-on the embedded task over seeds, with the same compute, and sweep EGSW's alpha and P.
+over seeds, with the same compute, and sweep EGSW's alpha x P grid; on the demo task (demo_task.py) by default.
 
-    python -m open_r1_egsw.embedded --warm-start     # once: data, base model, SFT warm start (`make compare` does it)
-    python -m open_r1_egsw.compare                   # 8 methods x seeds 0 1 2          -> reports/compare/
+    python -m open_r1_egsw.demo_task --warm-start    # once: data, base model, SFT warm start (`make compare` does it)
+    python -m open_r1_egsw.compare                   # 8 methods x seeds 0-4                -> reports/compare/
     python -m open_r1_egsw.compare --quick           # 2 seeds, 2 steps, 8 eval rows: a smoke test of the pipeline
-    python -m open_r1_egsw.compare sweep             # EGSW alpha sweep, then P sweep   -> reports/sweep/
+    python -m open_r1_egsw.compare sweep             # alpha x P on seed 0, then seeds 1 2 at the best cell and the
+                                                     # paper's two settings                 -> reports/sweep/
     python -m open_r1_egsw.compare report            # re-aggregate the runs already on disk (`--kind sweep` too)
+    python -m open_r1_egsw.compare --task tiny       # the embedded task of `make train` -> reports/compare-tiny/
     python -m open_r1_egsw.compare --seeds 0 1 -- --learning_rate 1e-4   # flags after `--` go to every grpo.py run
 
 This module is the command line only; the work is split along its seams:
@@ -49,8 +51,9 @@ from .compare_stats import aggregate
 # grpo (the baseline of the paired differences), EGSW token- and sequence-wise, Clip_B, Clip_V, EGSW + Clip_B, and
 # TRL's own entropy methods as baselines (GRPOConfig.top_entropy_quantile, GRPOConfig.entropy_coef: no code of ours).
 METHODS = ["grpo", "egsw", "egsw_seq", "clip_b", "clip_v", "egsw_clip_b", "top_entropy", "entropy_bonus"]
-# The task: `tiny` (embedded.py, `make train`'s) or `demo` (demo_task.py: paths of different lengths, real entropy).
-TASKS = {"tiny": "embedded task (embedded.py)", "demo": "demo task (demo_task.py)"}
+# The task: `demo` (demo_task.py: paths of different lengths, real entropy; the default) or `tiny` (embedded.py,
+# `make train`'s, where every method saturates).
+TASKS = {"demo": "demo task (demo_task.py)", "tiny": "embedded task (embedded.py)"}
 
 
 def method_recipes(task: str = "tiny") -> dict[str, str]:
@@ -59,18 +62,21 @@ def method_recipes(task: str = "tiny") -> dict[str, str]:
 
 METHOD_RECIPES = method_recipes("tiny")
 
-# Default budgets, measured on the 2-core CPU machine with 2 runs at a time (README "Results"): each stays under
-# ~30 minutes. Batch, completion length, learning rate and eval rows are the recipes' own (read at run time); only
-# the number of steps is cut, the same for every method. The sweep has 7 settings, hence fewer seeds.
-COMPARE_DEFAULTS = {"seeds": [0, 1, 2], "max_steps": 50}
-SWEEP_DEFAULTS = {"seeds": [0, 1], "max_steps": 50}
+# Default budgets (README "Results", measured on the idle 2-core CPU machine, two runs at a time): `make compare` is
+# 8 methods x 5 seeds, `make sweep` 12 grid cells x 1 seed plus 2 more seeds at up to 3 cells. Batch, completion
+# length, learning rate and eval rows are the recipes' own (read at run time); only the number of steps is set here,
+# the same for every method.
+COMPARE_DEFAULTS = {"seeds": [0, 1, 2, 3, 4], "max_steps": 50}
+SWEEP_DEFAULTS = {"seeds": [0, 1, 2], "max_steps": 50}
 QUICK = {"seeds": [0, 1], "max_steps": 2, "eval_accuracy_samples": 8, "eval_max_new_tokens": 16}
-# steps-to-threshold column: the training accuracy reward (the warm start samples ~0.6 right; ~0.84 after 50 steps)
-REWARD_KEY, REWARD_THRESHOLD = "rewards/accuracy/mean", 0.8
-SWEEP_ALPHAS = [0.1, 0.3, 0.5, 0.8]  # the EGSW paper's recommended ranges, at P = 1.0 first
-SWEEP_TEMPERATURES = [0.5, 1.0, 1.5, 2.0]
-SWEEP_BASE_TEMPERATURE = 1.0
-SWEEP_FALLBACK_ALPHA = 0.3  # the paper's Qwen2.5-Math-7B value, used when no alpha run finished
+# steps-to-threshold column, per task: the training accuracy reward (tiny: the warm start samples ~0.6 right, ~0.84
+# after 50 steps; demo: ~0.2 at the start, 0.35-0.38 after 50 steps)
+REWARD_KEY = "rewards/accuracy/mean"
+REWARD_THRESHOLDS = {"demo": 0.35, "tiny": 0.8}
+# The EGSW paper's grid, alpha x P; its two reported settings (Qwen2.5-Math-7B, -Instruct) get the extra seeds too.
+SWEEP_ALPHAS = [0.1, 0.3, 0.5, 0.8]
+SWEEP_TEMPERATURES = [0.5, 1.0, 1.8]
+PAPER_SETTINGS = [(0.3, 1.0), (0.8, 1.8)]
 
 
 def fail(message: str) -> None:
@@ -83,10 +89,10 @@ def _common_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
     parser.add_argument(
         "--task",
         choices=list(TASKS),
-        default="tiny",
-        help="recipes/<task>/<method>/config.yaml: tiny (default, embedded.py) or demo (demo_task.py)",
+        default="demo",
+        help="recipes/<task>/<method>/config.yaml: demo (default, demo_task.py) or tiny (embedded.py, make train's)",
     )
-    parser.add_argument("--output_dir", help=f"where runs and reports go (default {output_dir}, -<task> for demo)")
+    parser.add_argument("--output_dir", help=f"where runs and reports go (default {output_dir}, -tiny for tiny)")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (--seed of grpo.py)")
     parser.add_argument("--max_steps", type=int, help="optimizer steps of every run (same for every method)")
     parser.add_argument(
@@ -100,8 +106,8 @@ def _common_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
     parser.add_argument("--run_timeout", type=float, default=3600, help="seconds before a run is killed (failed)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep runs whose compare_run.json shows the same command finished (resume)")  # fmt: skip
-    parser.add_argument("--reward_threshold", type=float, default=REWARD_THRESHOLD,
-                        help="threshold of the steps-to-reward column")  # fmt: skip
+    parser.add_argument("--reward_threshold", type=float,
+                        help=f"threshold of the steps-to-reward column (default, per task: {REWARD_THRESHOLDS})")  # fmt: skip
     parser.add_argument("--reward_key", default=REWARD_KEY, help="metric the threshold applies to")
     parser.add_argument("--smooth_window", type=int, default=5, help="trailing-mean window, in logged steps")
     parser.add_argument("--allow_recipe_drift", action="store_true",
@@ -110,8 +116,8 @@ def _common_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
 
 def _budget(args, defaults: dict, output_dir: str) -> None:
     if args.output_dir is None:
-        args.output_dir = output_dir if args.task == "tiny" else f"{output_dir}-{args.task}"
-    preset = {**defaults, **(QUICK if args.quick else {})}
+        args.output_dir = output_dir if args.task == "demo" else f"{output_dir}-{args.task}"
+    preset = {**defaults, "reward_threshold": REWARD_THRESHOLDS[args.task], **(QUICK if args.quick else {})}
     for key, value in preset.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -200,60 +206,67 @@ def main_compare(argv: list[str], extra: list[str]) -> int:
     return 1 if any(r["returncode"] != 0 for r in records) else 0
 
 
-def best_alpha(result: dict, alphas: Sequence[float]) -> tuple[float, str]:
-    """The stage-1 alpha with the best mean final accuracy (ties: higher final reward, then closer to 0.3)."""
+def best_setting(result: dict, settings: Sequence[tuple[float, float]]) -> tuple[tuple[float, float], str]:
+    """The grid cell with the best mean final accuracy (ties: higher reward AUC, then the paper's 7B setting's
+    neighbourhood: smaller |alpha - 0.3| + |P - 1|)."""
     scored = []
     for name, data in result["groups"].items():
-        alpha, temperature = parse_setting(name)
+        setting = parse_setting(name)
         g = data["summary"]
-        if alpha in alphas and temperature == SWEEP_BASE_TEMPERATURE and g["final_accuracy_mean"] is not None:
-            scored.append(((g["final_accuracy_mean"], g["final_reward_mean"] or 0.0, -abs(alpha - 0.3)), alpha))
+        if setting in settings and g["final_accuracy_mean"] is not None:
+            auc = g["ci"]["reward_auc"]["mean"] or 0.0
+            distance = abs(setting[0] - PAPER_SETTINGS[0][0]) + abs(setting[1] - PAPER_SETTINGS[0][1])
+            scored.append(((g["final_accuracy_mean"], auc, -distance), setting))
     if not scored:
-        return SWEEP_FALLBACK_ALPHA, f"no alpha run finished: the paper's {SWEEP_FALLBACK_ALPHA}"
-    score, alpha = max(scored)
-    return alpha, f"best final accuracy of stage 1 ({score[0]:.3f})"
+        return PAPER_SETTINGS[0], f"no grid run finished: the paper's {setting_label(*PAPER_SETTINGS[0])}"
+    score, setting = max(scored)
+    return setting, f"best mean final accuracy of the grid ({score[0]:.3f})"
 
 
 def main_sweep(argv: list[str], extra: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m open_r1_egsw.compare sweep", description="EGSW alpha, then P.")
+    parser = argparse.ArgumentParser(
+        prog="python -m open_r1_egsw.compare sweep",
+        description="EGSW alpha x P grid on the first seed(s), then more seeds at the best cell and the paper's two.",
+    )
     _common_options(parser, "reports/sweep")
     parser.add_argument("--alphas", type=float, nargs="+", default=SWEEP_ALPHAS)
     parser.add_argument("--temperatures", type=float, nargs="+", default=SWEEP_TEMPERATURES)
-    parser.add_argument("--stage2_alpha", default="best",
-                        help="alpha of the P sweep: 'best' (of stage 1) or a number, e.g. 0.3")  # fmt: skip
+    parser.add_argument("--grid_seeds", type=int, default=1,
+                        help="how many of --seeds every grid cell runs (stage 1); the rest go to stage 2")  # fmt: skip
     args = parser.parse_args(argv)
     _budget(args, SWEEP_DEFAULTS, "reports/sweep")
+    if not 1 <= args.grid_seeds <= len(args.seeds):
+        fail(f"--grid_seeds must be between 1 and the number of --seeds ({len(args.seeds)}), not {args.grid_seeds}.")
     recipe = method_recipes(args.task)["egsw"]
     if not Path(recipe).exists():
         fail(f"the EGSW recipe {recipe} is missing.")
     out = Path(args.output_dir)
     source, recipe = recipe, snapshot_recipes({"egsw": recipe}, out)["egsw"]
 
-    def specs_for(settings: list[tuple[float, float]]) -> list[RunSpec]:
+    def specs_for(settings: list[tuple[float, float]], seeds: list[int]) -> list[RunSpec]:
         return [
             RunSpec(setting_label(a, p), s, recipe, out / setting_label(a, p) / f"seed{s}",
                     _overrides(args) + ["--egsw_alpha", str(a), "--egsw_temperature", str(p)],
                     meta={"egsw_alpha": a, "egsw_temperature": p})
-            for s in args.seeds for a, p in settings
+            for s in seeds for a, p in settings
         ]  # fmt: skip
 
     start = time.monotonic()
-    stage1 = [(a, SWEEP_BASE_TEMPERATURE) for a in args.alphas]
-    records = execute(specs_for(stage1), extra, args.jobs, args.run_timeout, args.reuse)
-    labels = [setting_label(a, p) for a, p in stage1]
-    if args.stage2_alpha == "best":
-        result = aggregate(out, labels, args.reward_threshold, args.smooth_window, args.reward_key)
-        alpha, reason = best_alpha(result, args.alphas)
-    else:
-        alpha, reason = float(args.stage2_alpha), "fixed by --stage2_alpha"
-    say(f"stage 2: P sweep at alpha = {alpha:g} ({reason})")
-    stage2 = [(alpha, p) for p in args.temperatures if (alpha, p) not in stage1]
-    records += execute(specs_for(stage2), extra, args.jobs, args.run_timeout, args.reuse)
-    labels += [setting_label(a, p) for a, p in stage2]
+    grid = [(a, p) for a in args.alphas for p in args.temperatures]
+    grid_seeds, more_seeds = args.seeds[: args.grid_seeds], args.seeds[args.grid_seeds :]
+    records = execute(specs_for(grid, grid_seeds), extra, args.jobs, args.run_timeout, args.reuse)
+    labels = [setting_label(a, p) for a, p in grid]
+    best, reason = best_setting(
+        aggregate(out, labels, args.reward_threshold, args.smooth_window, args.reward_key), grid
+    )
+    confirm = list(dict.fromkeys([best, *PAPER_SETTINGS]))
+    say(f"stage 2: seeds {more_seeds} at {', '.join(setting_label(*c) for c in confirm)} (best: {reason})")
+    records += execute(specs_for(confirm, more_seeds), extra, args.jobs, args.run_timeout, args.reuse)
+    labels += [setting_label(*c) for c in confirm if c not in grid]
     command = ["sweep", *argv] + (["--", *extra] if extra else [])
     config = _config(args, extra, {source: recipe}, command, time.monotonic() - start)
-    config.update(alphas=args.alphas, temperatures=args.temperatures, base_temperature=SWEEP_BASE_TEMPERATURE,
-                  stage2_alpha=alpha, stage2_reason=reason)  # fmt: skip
+    config.update(alphas=args.alphas, temperatures=args.temperatures, grid_seeds=grid_seeds, more_seeds=more_seeds,
+                  best=list(best), best_reason=reason, paper_settings=[list(c) for c in PAPER_SETTINGS])  # fmt: skip
     result = aggregate(out, labels, args.reward_threshold, args.smooth_window, args.reward_key)
     report = write_sweep_report(result, config, out)
     say(sweep_table(result))
@@ -267,7 +280,7 @@ def main_report(argv: list[str], extra: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m open_r1_egsw.compare report")
     parser.add_argument("--kind", choices=["compare", "sweep"], default="compare")
     parser.add_argument("--output_dir", help="default: reports/<kind>")
-    parser.add_argument("--reward_threshold", type=float, default=REWARD_THRESHOLD)
+    parser.add_argument("--reward_threshold", type=float, help="default: the value recorded in the last report")
     parser.add_argument("--reward_key", default=REWARD_KEY)
     parser.add_argument("--smooth_window", type=int, default=5)
     args = parser.parse_args(argv)
@@ -282,6 +295,8 @@ def main_report(argv: list[str], extra: list[str]) -> int:
     config.setdefault("machine", "n/a")
     config.setdefault("wall_s", 0.0)
     config.setdefault("jobs", "n/a")
+    if args.reward_threshold is None:
+        args.reward_threshold = config.get("reward_threshold", REWARD_THRESHOLDS["tiny"])
     config.update(reward_key=args.reward_key, reward_threshold=args.reward_threshold, smooth_window=args.smooth_window)
     if args.kind == "compare":
         groups = [m for m in METHOD_RECIPES if (out / m).is_dir()]

@@ -64,18 +64,20 @@ def compare_table(result: dict, threshold: float) -> str:
 
 
 def sweep_table(result: dict) -> str:
-    """The markdown table of the EGSW sweep, one row per (alpha, P) setting, with run-averaged weight statistics."""
+    """The markdown table of the EGSW sweep, one row per (alpha, P) setting: final accuracy and reward AUC (mean and
+    95% t interval over the cell's seeds), and the run-averaged weight statistics."""
     lines = [
-        "| alpha | P | runs ok | final accuracy (mean ± std) | weight min | weight max | weight std | ESS "
-        "| final reward |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| alpha | P | runs ok | final greedy accuracy | reward AUC | final entropy (nats) | weight min | weight max "
+        "| weight std | ESS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, data in result["groups"].items():
         g, (alpha, temperature) = data["summary"], parse_setting(name)
+        ci = g["ci"]
         lines.append(
-            f"| {alpha:g} | {temperature:g} | {g['runs_ok']}/{g['runs']} | {_accuracy_cell(g)} | "
-            f"{_fmt(g['egsw/weight_min'])} | {_fmt(g['egsw/weight_max'])} | {_fmt(g['egsw/weight_std'])} | "
-            f"{_fmt(g['egsw/ess'])} | {_fmt(g['final_reward_mean'])} |"
+            f"| {alpha:g} | {temperature:g} | {g['runs_ok']}/{g['runs']} | {_ci_cell(ci['final_accuracy'])} | "
+            f"{_ci_cell(ci['reward_auc'])} | {_ci_cell(ci['final_entropy'])} | {_fmt(g['egsw/weight_min'])} | "
+            f"{_fmt(g['egsw/weight_max'])} | {_fmt(g['egsw/weight_std'])} | {_fmt(g['egsw/ess'])} |"
         )
     return "\n".join(lines)
 
@@ -203,15 +205,22 @@ def write_sweep_report(result: dict, config: dict, out_dir: Path) -> Path:
              for name, d in result["groups"].items()}  # fmt: skip
     alphas = sorted(set(config.get("alphas", [])) | {a for a, _ in cells})
     temperatures = sorted(set(config.get("temperatures", [])) | {p for _, p in cells})
-    title = f"EGSW final accuracy, mean over {len(config['seeds'])} seed(s); blank: not run"
+    more = ", ".join(map(str, config.get("more_seeds", []))) or "none"
+    title = "EGSW final greedy accuracy, mean over each cell's seeds (n in sweep.md); blank: not run"
     heatmap = plot_heatmap(alphas, temperatures, cells, out_dir / "sweep_heatmap.png", title)
+    best = config.get("best")
     text = "\n\n".join([
-        "# EGSW alpha / P sweep on the embedded task", config_block(config),
-        f"Stage 1: alpha in {config.get('alphas')} at P = {config.get('base_temperature', 1.0):g}. Stage 2: P in "
-        f"{config.get('temperatures')} at alpha = {config.get('stage2_alpha')} ({config.get('stage2_reason', '')}).",
+        f"# EGSW alpha x P sweep ({config.get('task', 'embedded task')})", config_block(config),
+        f"Stage 1: every cell of alpha in {config.get('alphas')} x P in {config.get('temperatures')} at seed(s) "
+        f"{', '.join(map(str, config.get('grid_seeds', config['seeds'])))}. Stage 2: seeds {more} at the best cell "
+        f"({setting_label(*best) if best else 'n/a'}: {config.get('best_reason', 'n/a')}) and at the paper's "
+        f"settings {', '.join(setting_label(*c) for c in config.get('paper_settings', []))}. The best cell is "
+        "picked on stage 1 alone, so its stage-1 number is optimistic (a maximum over cells); its stage-2 seeds "
+        "are not.",
         sweep_table(result),
-        "Weight statistics: the per-step `egsw/weight_min|max|std|ess` averaged over the logged steps of each run, "
-        "then over seeds. Final accuracy: greedy, held-out test split (accuracy.json).",
+        "Final greedy accuracy: held-out test split (accuracy.json). Reward AUC: time-averaged training accuracy "
+        "reward. Intervals: 95% t over the cell's seeds (none with one seed). Weight statistics: the per-step "
+        "`egsw/weight_min|max|std|ess` averaged over the logged steps of each run, then over seeds.",
         failures_text(result), f"Figure: `{heatmap.name}`",
     ])  # fmt: skip
     (out_dir / "sweep.md").write_text(text + "\n")

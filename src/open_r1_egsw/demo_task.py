@@ -2,17 +2,17 @@
 
 The default task (embedded.py) has one solution path of fixed length, so the warm start samples with about 0.02
 nats a token and every completion is 36 tokens: the entropy term of EGSW has nothing to act on. Here the
-demonstrations mix several valid ways to add two two-digit numbers, of different lengths, and one of them is
-error-prone:
+demonstrations mix three valid ways to add two two-digit numbers, of different lengths (weights 1 : 2 : 2), and two
+of them are error-prone:
 
-- direct:  `37 + 48 = 85`                          short; the demonstrations drop the carry on a share of problems
-- split:   `37 + 48 = 70 + 15 = 85`                 tens and units, always right
-- chunks:  `37 + 48 = 37 + 19 + 29 = 56 + 29 = 85`  the second operand cut at a random point, always right
+- direct:  `37 + 48 = 85`                           short; drops the carry on 60% of the problems with one
+- split:   `37 + 48 = 70 + 15 = 85`                 tens and units; drops it on 50% (the last step)
+- chunks:  `37 + 48 = 37 + 19 + 29 = 56 + 29 = 85`   the second operand cut at a random point, always right, long
 
 Each demonstration also writes the operands in either order. The warm start therefore samples a path at the
-first token, random cut points (digits with real uncertainty) and, on the direct path, a carry it half believes in:
-token entropy that differs between completions of the same group, lengths that differ, and a reward that can be
-raised (the direct path is the one to unlearn, or to fix).
+first token, random cut points (digits with real uncertainty), and a carry it half believes in: token entropy that
+differs between completions of the same group, lengths that differ, and a reward that GRPO can raise (the dropped
+carry is a systematic error, as in the default task; the long path's additions are hard for the tiny model).
 
     python -m open_r1_egsw.demo_task               # build (or reuse) .cache/demo/{data,base-model}
     python -m open_r1_egsw.demo_task --warm-start  # ... then the SFT warm start (recipes/demo/sft/config.yaml)
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .embedded import EmbeddedSpec, build_assets, has_carry, run_cli
 
-DEMO_VERSION = 1  # bump when the demo rows change (part of the cache fingerprint through `EmbeddedSpec.version`)
+DEMO_VERSION = 2  # bump when the demo rows change (part of the cache fingerprint through `EmbeddedSpec.version`)
 DEFAULT_DEMO_ROOT = Path(".cache/demo")
 DEMO_SFT_RECIPE = Path("recipes/demo/sft/config.yaml")
 PATHS = ("direct", "split", "chunks")
@@ -42,24 +42,35 @@ class DemoSpec(EmbeddedSpec):
 
     task: str = "demo"
     demo_version: int = DEMO_VERSION
-    path_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # direct, split, chunks
+    path_weights: tuple[float, float, float] = (1.0, 2.0, 2.0)  # direct, split, chunks
     direct_slip: float = 0.6  # share of direct-path demonstrations with a carry that drop it
+    split_slip: float = 0.5  # the same for the split path (its last step, as in the default task)
+    chunk_pieces: int = 2  # the chunks path cuts the second operand into this many random parts
     swap_operands: float = 0.5  # share of demonstrations that write `b + a`
 
 
-def solution_text(a: int, b: int, path: str, rng: random.Random, slip: bool = False) -> tuple[str, int]:
-    """(the think text, its final number) of one solution path; only `direct` can `slip` (drop the carry)."""
+def solution_text(
+    a: int, b: int, path: str, rng: random.Random, slip: bool = False, pieces: int = 2
+) -> tuple[str, int]:
+    """(the think text, its final number) of one solution path; `direct` and `split` can `slip` (drop the carry:
+    the final number is 10 too small)."""
     total = a + b
     if path == "direct":
         answer = total - 10 * slip
         return f"{a} + {b} = {answer}", answer
-    if slip:
-        raise ValueError(f"only the direct path slips, not {path!r}")
     if path == "split":
-        return f"{a} + {b} = {10 * (a // 10 + b // 10)} + {a % 10 + b % 10} = {total}", total
-    if path == "chunks":
-        first = rng.randint(1, b - 1)
-        return f"{a} + {b} = {a} + {first} + {b - first} = {a + first} + {b - first} = {total}", total
+        answer = total - 10 * slip
+        return f"{a} + {b} = {10 * (a // 10 + b // 10)} + {a % 10 + b % 10} = {answer}", answer
+    if slip:
+        raise ValueError(f"only the direct and split paths slip, not {path!r}")
+    if path == "chunks":  # b cut into `pieces` random parts (each >= 1), added to a one at a time
+        cuts = sorted(rng.sample(range(1, b), pieces - 1))
+        parts = [hi - lo for lo, hi in zip([0, *cuts], [*cuts, b])]
+        steps, partial = [f"{a} + {b}"], a
+        for i in range(pieces):
+            steps.append(" + ".join(map(str, [partial, *parts[i:]])))
+            partial += parts[i]
+        return " = ".join([*steps, str(total)]), total
     raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
 
 
@@ -69,7 +80,7 @@ def completion_text(think: str, answer: int) -> str:
 
 def make_demo_rows(spec: DemoSpec) -> dict[str, list[dict]]:
     """Train and test rows, disjoint in (a, b), deterministic in `spec.seed`; gold always right, demonstrations
-    (train `completion_reference`) drawn from the path mix, the direct ones slipping on carries."""
+    (train `completion_reference`) drawn from the path mix, the direct and split ones slipping on carries."""
     rng = random.Random(spec.seed)
     operands = range(spec.min_operand, spec.max_operand + 1)
     pairs = [(a, b) for a in operands for b in operands]
@@ -82,9 +93,10 @@ def make_demo_rows(spec: DemoSpec) -> dict[str, list[dict]]:
         rows[split] = []
         for a, b in split_pairs:
             path = rng.choices(PATHS, weights=spec.path_weights)[0]
-            slip = path == "direct" and has_carry(a, b) and rng.random() < spec.direct_slip
+            slip_rate = {"direct": spec.direct_slip, "split": spec.split_slip}.get(path, 0.0)
+            slip = has_carry(a, b) and rng.random() < slip_rate
             x, y = (b, a) if rng.random() < spec.swap_operands else (a, b)
-            think, answer = solution_text(x, y, path, rng, slip)
+            think, answer = solution_text(x, y, path, rng, slip, spec.chunk_pieces)
             gold, _ = solution_text(a, b, "split", rng)
             rows[split].append({
                 "problem": f"What is {a} + {b}?",
