@@ -206,7 +206,7 @@ def write_sweep_report(result: dict, config: dict, out_dir: Path) -> Path:
     alphas = sorted(set(config.get("alphas", [])) | {a for a, _ in cells})
     temperatures = sorted(set(config.get("temperatures", [])) | {p for _, p in cells})
     more = ", ".join(map(str, config.get("more_seeds", []))) or "none"
-    title = "EGSW final greedy accuracy, mean over each cell's seeds (n in sweep.md); blank: not run"
+    title = "EGSW final greedy accuracy, mean ± std over the cell's seeds"
     heatmap = plot_heatmap(alphas, temperatures, cells, out_dir / "sweep_heatmap.png", title)
     best = config.get("best")
     text = "\n\n".join([
