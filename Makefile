@@ -72,14 +72,16 @@ bench-scaling: $(STAMP)
 TASK ?= demo
 TASK_BUILD_demo = demo_task
 TASK_BUILD_tiny = embedded
+# the module that builds and warm-starts TASK (expanded only when compare or sweep runs)
+TASK_BUILD = $(or $(TASK_BUILD_$(TASK)),$(error TASK must be demo or tiny, not '$(TASK)'))
 compare: $(STAMP)
-	$(PY) -m open_r1_egsw.$(or $(TASK_BUILD_$(TASK)),$(error TASK must be demo or tiny, not '$(TASK)')) --warm-start
+	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
 	$(PY) -m open_r1_egsw.compare --task $(TASK) $(ARGS)
 
 # EGSW sweep: alpha in {0.1,0.3,0.5,0.8} x P in {0.5,1,1.8} on seed 0, then seeds 1 2 at the best cell and the
 # paper's two settings (0.3, 1) and (0.8, 1.8) -> reports/sweep/ (TASK=tiny: reports/sweep-tiny/)
 sweep: $(STAMP)
-	$(PY) -m open_r1_egsw.$(or $(TASK_BUILD_$(TASK)),$(error TASK must be demo or tiny, not '$(TASK)')) --warm-start
+	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
 	$(PY) -m open_r1_egsw.compare sweep --task $(TASK) $(ARGS)
 
 # ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----

@@ -13,7 +13,6 @@ from open_r1_egsw.embedded import EmbeddedSpec, has_carry
 from open_r1_egsw.rewards import get_reward_funcs
 
 SPEC = DemoSpec(num_train=600, num_test=50)
-NUMBER = r"(\d+)"
 
 
 def test_rows_are_deterministic_and_differ_from_the_default_task():

@@ -55,11 +55,10 @@ def solution_text(
     """(the think text, its final number) of one solution path; `direct` and `split` can `slip` (drop the carry:
     the final number is 10 too small)."""
     total = a + b
+    answer = total - 10 * slip
     if path == "direct":
-        answer = total - 10 * slip
         return f"{a} + {b} = {answer}", answer
     if path == "split":
-        answer = total - 10 * slip
         return f"{a} + {b} = {10 * (a // 10 + b // 10)} + {a % 10 + b % 10} = {answer}", answer
     if slip:
         raise ValueError(f"only the direct and split paths slip, not {path!r}")
