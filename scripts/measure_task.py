@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path(".cache/demo/data"))
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--num_generations", type=int, default=8)
-    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--max_new_tokens", type=int, default=80)  # the demo recipes' max_completion_length
     parser.add_argument("--eval_rows", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="JSON output (default: print only)")

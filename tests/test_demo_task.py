@@ -22,8 +22,9 @@ def test_rows_are_deterministic_and_differ_from_the_default_task():
 
 
 def test_each_path_is_valid_arithmetic():
-    """direct `a + b = s`; split `a + b = T + U = s`; chunks `a + b = a + c1 + c2 + c3 = (a + c1) + c2 + c3 = ... = s`
-    with c1 + c2 + c3 = b, each part >= 1; only direct and split may end 10 short (a dropped carry)."""
+    """direct `a + b = s`; split `a + b = T + U = s`; chunks `a + b = a + c1 + ... + ck = (a + c1) + c2 + ... = ... = s`
+    with c1 + ... + ck = b, each part >= 1 and k 2 or 3 (about half each); only direct and split may end 10 short (a
+    dropped carry)."""
     rows = make_demo_rows(SPEC)["train"]
     seen = Counter()
     for row in rows:
@@ -39,12 +40,14 @@ def test_each_path_is_valid_arithmetic():
         elif row["path"] == "split":
             assert steps[1] == [10 * (x // 10 + y // 10), x % 10 + y % 10] and len(steps) == 3
         else:
-            assert len(steps) == SPEC.chunk_pieces + 2 and final == a + b
+            assert len(steps) - 2 in SPEC.chunk_pieces and final == a + b
+            seen[f"pieces {len(steps) - 2}"] += 1
             assert steps[1][0] == x and sum(steps[1][1:]) == y and min(steps[1]) >= 1
             for before, after in zip(steps[1:-1], steps[2:-1]):
                 assert after == [before[0] + before[1], *before[2:]]
             assert len(steps[-2]) == 2
-    assert set(seen) == {"direct", "split", "chunks"} and min(seen.values()) > len(rows) / 8
+    assert set(seen) == {"direct", "split", "chunks", "pieces 2", "pieces 3"} and min(seen.values()) > len(rows) / 16
+    assert seen["pieces 2"] + seen["pieces 3"] == seen["chunks"] and abs(seen["pieces 2"] - seen["pieces 3"]) < 50
     assert seen["split"] > 1.5 * seen["direct"] and seen["chunks"] > 1.5 * seen["direct"]  # weights 1 : 2 : 2
 
 

@@ -7,12 +7,14 @@ of them are error-prone:
 
 - direct:  `37 + 48 = 85`                           short; drops the carry on 60% of the problems with one
 - split:   `37 + 48 = 70 + 15 = 85`                 tens and units; drops it on 50% (the last step)
-- chunks:  `37 + 48 = 37 + 19 + 29 = 56 + 29 = 85`   the second operand cut at a random point, always right, long
+- chunks:  `37 + 48 = 37 + 19 + 29 = 56 + 29 = 85`   the second operand cut at random points into 2 parts or
+           `37 + 48 = 37 + 8 + 25 + 15 = 45 + 25 + 15 = 70 + 15 = 85`    into 3 (even odds); always right, long
 
 Each demonstration also writes the operands in either order. The warm start therefore samples a path at the
-first token, random cut points (digits with real uncertainty), and a carry it half believes in: token entropy that
-differs between completions of the same group, lengths that differ, and a reward that GRPO can raise (the dropped
-carry is a systematic error, as in the default task; the long path's additions are hard for the tiny model).
+first token, a number of parts and random cut points (digits with real uncertainty), and a carry it half believes
+in: token entropy that differs between completions of the same group, lengths that differ, and a reward that GRPO
+can raise (the dropped carry is a systematic error, as in the default task; the long path's additions are hard for
+the tiny model).
 
     python -m open_r1_egsw.demo_task               # build (or reuse) .cache/demo/{data,base-model}
     python -m open_r1_egsw.demo_task --warm-start  # ... then the SFT warm start (recipes/demo/sft/config.yaml)
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from .embedded import EmbeddedSpec, build_assets, has_carry, run_cli
 
-DEMO_VERSION = 2  # bump when the demo rows change (part of the cache fingerprint through `EmbeddedSpec.version`)
+DEMO_VERSION = 3  # bump when the demo rows change (part of the cache fingerprint through `EmbeddedSpec.version`)
 DEFAULT_DEMO_ROOT = Path(".cache/demo")
 DEMO_SFT_RECIPE = Path("recipes/demo/sft/config.yaml")
 PATHS = ("direct", "split", "chunks")
@@ -45,7 +47,8 @@ class DemoSpec(EmbeddedSpec):
     path_weights: tuple[float, float, float] = (1.0, 2.0, 2.0)  # direct, split, chunks
     direct_slip: float = 0.6  # share of direct-path demonstrations with a carry that drop it
     split_slip: float = 0.5  # the same for the split path (its last step, as in the default task)
-    chunk_pieces: int = 2  # the chunks path cuts the second operand into this many random parts
+    chunk_pieces: tuple[int, ...] = (2, 3)  # the chunks path cuts the second operand into one of these numbers of
+    # random parts, drawn uniformly per demonstration (each >= 2: one cut or more)
     swap_operands: float = 0.5  # share of demonstrations that write `b + a`
 
 
@@ -95,7 +98,8 @@ def make_demo_rows(spec: DemoSpec) -> dict[str, list[dict]]:
             slip_rate = {"direct": spec.direct_slip, "split": spec.split_slip}.get(path, 0.0)
             slip = has_carry(a, b) and rng.random() < slip_rate
             x, y = (b, a) if rng.random() < spec.swap_operands else (a, b)
-            think, answer = solution_text(x, y, path, rng, slip, spec.chunk_pieces)
+            pieces = rng.choice(spec.chunk_pieces) if path == "chunks" else 2
+            think, answer = solution_text(x, y, path, rng, slip, pieces)
             gold, _ = solution_text(a, b, "split", rng)
             rows[split].append({
                 "problem": f"What is {a} + {b}?",
