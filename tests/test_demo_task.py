@@ -1,5 +1,5 @@
 """The demo task's rows: deterministic, three solution paths of different lengths, gold and demonstrations checked by
-the real rewards, only the direct path slipping; its cache kept apart from the default task's."""
+the real rewards, only the direct and split paths slipping; its cache kept apart from the default task's."""
 
 import json
 import re
@@ -95,32 +95,31 @@ def test_solution_text_rejects_bad_paths():
 def test_demo_warm_start_has_the_properties_egsw_needs(tmp_path):
     """The real warm start (recipes/demo/sft/config.yaml from a fresh build), measured on one sampled batch of 32
     prompts x 8 completions by task_stats.measure (README, "The demo task"; docs/results/demo_task_warm_start.json
-    measured 0.243 nats, CV 0.175, spread 0.076, |w(0.8) - w(0)| 0.018 and greedy 0.57 on the idle machine). The
-    thresholds leave room for floating-point drift between machines. Two of issue 16's targets are not met by this
-    design, and the test asserts what is, not the targets: entropy >= 0.3 nats (0.243) and length CV >= 0.2 (0.175);
-    the designs that met them left GRPO nothing to learn in the budget (docs/results/demo_task_designs.json).
-    SFT of 1000 x 32: 4.6 minutes on the idle 2-core machine."""
+    measured 0.316 nats, CV 0.271, spread 0.111, |w(0.8) - w(0)| 0.028, greedy 0.435 and 59% of groups with a reward
+    spread on the idle machine; the seed-1 batch 0.313 nats and CV 0.273). Issue 16's targets are >= 0.3 nats and
+    CV >= 0.2: the CV is asserted at its target; the entropy 0.01 under it, because 750 SFT steps on another CPU's
+    float rounding can move it by about that much. SFT of 750 x 32: 4.4 minutes on the idle 2-core machine."""
     from open_r1_egsw.demo_task import DEMO_SFT_RECIPE
     from open_r1_egsw.embedded import warm_start
     from open_r1_egsw.task_stats import measure
 
     paths = build_demo_assets(tmp_path / "demo")
     model = warm_start(paths, DEMO_SFT_RECIPE)
-    result = measure(model, paths.data, prompts=32, num_generations=8, max_new_tokens=64, eval_rows=200, seed=0)
-    assert result["mean_token_entropy_nats"] >= 0.2, result  # the default task's warm start: 0.02
-    assert result["length_cv_within_group"] >= 0.15, result  # the default task's: 0 (every completion 36 tokens)
-    assert result["entropy_spread_within_group_nats"] >= 0.05, result
+    result = measure(model, paths.data, prompts=32, num_generations=8, max_new_tokens=80, eval_rows=200, seed=0)
+    assert result["mean_token_entropy_nats"] >= 0.29, result  # the default task's warm start: 0.02
+    assert result["length_cv_within_group"] >= 0.2, result  # the default task's: 0 (every completion 36 tokens)
+    assert result["entropy_spread_within_group_nats"] >= 0.07, result
     weights, raw = result["weights_log_vocab"], result["weights_nats"]
     assert weights["mean_abs_diff_alpha0.8_vs_0"] >= 0.01, result
     assert raw["mean_abs_diff_alpha0.8_vs_0"] > 3 * weights["mean_abs_diff_alpha0.8_vs_0"]  # log |V| = 5.8 here
     assert raw["ess_alpha0.8"] < raw["ess_alpha0"]  # in raw nats the entropy differences sharpen the weights
     # room to learn: right often enough for GRPO to have signal, far enough from saturation to show a gain
-    assert 0.4 <= result["greedy_accuracy"] <= 0.75, result
-    assert result["groups_with_reward_variance"] >= 0.5, result
+    assert 0.3 <= result["greedy_accuracy"] <= 0.6, result
+    assert result["groups_with_reward_variance"] >= 0.4, result
 
 
 def test_chunks_cut_into_more_pieces_stay_valid():
-    """`chunk_pieces` 3 (a design tried in docs/results/demo_task_designs.json): two random cuts, each part >= 1,
+    """3 pieces (about half of the chunks demonstrations; `chunk_pieces` (2, 3)): two random cuts, each part >= 1,
     added one at a time; with b = 2 the cut is forced."""
     import random
 

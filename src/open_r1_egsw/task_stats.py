@@ -109,7 +109,8 @@ def measure(model_dir: Path, data: Path, prompts: int, num_generations: int, max
             "max_abs_diff_alpha0.8_vs_0": (w8 - w0)[valid].abs().max().item(),
             "ess_alpha0": s0["ess"], "ess_alpha0.8": s8["ess"],
         }  # fmt: skip
-    result["greedy_accuracy"] = greedy_accuracy(model, tokenizer, test[:eval_rows], "problem", SYSTEM_PROMPT,
-                                               max_new_tokens)
+    result["greedy_accuracy"] = greedy_accuracy(
+        model, tokenizer, test[:eval_rows], "problem", SYSTEM_PROMPT, max_new_tokens
+    )
     result["examples"] = texts[:num_generations]
     return result
