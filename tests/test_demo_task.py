@@ -46,7 +46,7 @@ def test_each_path_is_valid_arithmetic():
             for before, after in zip(steps[1:-1], steps[2:-1]):
                 assert after == [before[0] + before[1], *before[2:]]
             assert len(steps[-2]) == 2
-    assert set(seen) == {"direct", "split", "chunks", "pieces 2", "pieces 3"} and min(seen.values()) > len(rows) / 16
+    assert set(seen) == {"direct", "split", "chunks", "pieces 2", "pieces 3"} and min(seen.values()) > len(rows) / 8
     assert seen["pieces 2"] + seen["pieces 3"] == seen["chunks"] and abs(seen["pieces 2"] - seen["pieces 3"]) < 50
     assert seen["split"] > 1.5 * seen["direct"] and seen["chunks"] > 1.5 * seen["direct"]  # weights 1 : 2 : 2
 
