@@ -295,8 +295,10 @@ def test_clip_v_hand_example_drops_most_violating_first_and_caps():
     assert dropped(0.1) == [17, 19]  # floor(2)
     assert dropped(0.15) == [17, 18, 19]  # floor(3): next most violating is D = 20
     assert dropped(0.25) == [16, 17, 18, 19]  # floor(5), only 4 candidates
-    assert dropped(0.04) == []  # floor(0.8) = 0: nothing, even with candidates
-    assert dropped(1e-4) == []  # the default with n_valid < 1 / max_frac drops nothing
+    # floor(0.8) = 0, but the authors' cap is max(int(max_frac * n_valid), 1): the most violating one still goes
+    assert dropped(0.04) == [17]
+    assert dropped(1e-4) == [17]  # the paper's default on a small batch: one token, not none
+    assert dropped(0.0) == [17]  # as in the authors' code, 0 does not switch the clip off (entropy_clip: none does)
     # positive advantage: nothing dropped
     assert torch.equal(clip_v_mask(S, S_baseline, torch.tensor([1.0]), mask, mu=1.0, max_frac=1.0), mask.bool())
 
@@ -324,7 +326,13 @@ def test_masks_never_drop_nonnegative_advantages_and_cap_clip_v(seed, mu, max_fr
         assert not (keep & ~valid).any()  # padding is never kept
         assert keep[valid & (A >= 0)].all()  # A >= 0 is never dropped
     keep_v = clip_v_mask(S, S_baseline, A, mask, mu=mu, max_frac=max_frac)
-    assert int((valid & ~keep_v).sum()) <= math.floor(max_frac * int(valid.sum()) + 1e-9)
+    cap = max(math.floor(max_frac * int(valid.sum()) + 1e-9), 1)
+    assert int((valid & ~keep_v).sum()) <= cap
+    # the cap binds exactly: as many as allowed are dropped whenever there are that many candidates
+    D = (S_baseline - S).double()
+    s = D[valid].std(correction=0)
+    candidates = int((valid & (A < 0) & (D > mu * s)).sum()) if s > 0 else 0
+    assert int((valid & ~keep_v).sum()) == min(candidates, cap)
 
 
 def test_mu_inf_drops_nothing():

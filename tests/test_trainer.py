@@ -3,9 +3,6 @@
 import copy
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from open_r1_egsw.configs import EGSWConfig
 from open_r1_egsw.data import load_dataset_any, to_prompt_dataset
 from open_r1_egsw.egsw import compute_egsw_weights, normalize_entropy
 from open_r1_egsw.entropy_dynamics import clip_b_mask, clip_v_mask, token_statistics
-from open_r1_egsw.token_stats import needed_statistics
+from open_r1_egsw.shaping import needed_statistics
 from open_r1_egsw.trainer import EGSWTrainer
 
 NUM_GENERATIONS = 4
@@ -187,15 +184,14 @@ def test_token_statistics_from_each_source_equal_a_plain_forward(tiny_assets, tm
         trainer._stats_source = lambda: "extra-forward"
     assert trainer._stats_source() == source
     used = []
-    advantage_factor = trainer._advantage_factor
-    trainer._advantage_factor = lambda adv, mask, stats, mode: (
-        used.append(stats) or advantage_factor(adv, mask, stats, mode)
-    )
+    sampling_token_stats = trainer._sampling_token_stats
+    trainer._sampling_token_stats = lambda batch, mode: used.append(sampling_token_stats(batch, mode)) or used[-1]
     batch, calls = count_policy_forwards(trainer)
     assert calls == expected_calls
     (stats,) = used
-    assert set(stats) == needed_statistics(trainer.args.use_egsw, trainer.args.entropy_clip,
-                                           trainer.args.log_entropy_dynamics)  # fmt: skip
+    # in the one fixed order every process packs them (shaping.STATISTICS), never a set's iteration order
+    assert tuple(stats) == needed_statistics(trainer.args.use_egsw, trainer.args.entropy_clip,
+                                             trainer.args.log_entropy_dynamics)  # fmt: skip
     reference = plain_forward_stats(trainer, batch)
     mask = batch["completion_mask"].bool()
     for key in ("entropy", "S", "S_baseline"):  # 1e-5 is a small fraction of every value compared: not vacuous
@@ -237,46 +233,6 @@ def test_loss_type_without_surrogate_is_rejected():
         EGSWConfig(output_dir="unused", use_egsw=True, loss_type="sapo", report_to="none", bf16=False)
 
 
-TWO_PROCESS_SCRIPT = Path(__file__).parent / "scripts" / "two_process_weights.py"
-
-
-@pytest.mark.slow
-def test_two_processes_give_single_process_weights(tiny_assets, tmp_path):
-    """accelerate launch --num_processes 2 (gloo): gathered weights equal the single-process computation."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    # PITFALLS: without --multi_gpu accelerate silently runs ONE process on CPU; use_cpu makes it gloo DDP.
-    config = tmp_path / "accelerate.yaml"
-    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nuse_cpu: true\n"
-                      "num_machines: 1\nnum_processes: 2\nmixed_precision: 'no'\n")  # fmt: skip
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--multi_gpu",
-        "--num_processes", "2", "--main_process_port", "29517",
-        str(TWO_PROCESS_SCRIPT), str(tiny_assets.base_model), str(tmp_path),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    spec = json.loads((tmp_path / "global.json").read_text())
-    adv = torch.tensor(spec["advantages"])
-    mask = torch.tensor(spec["mask"])
-    ent = torch.tensor(spec["entropy"])
-    expected = compute_egsw_weights(
-        adv, normalize_entropy(ent, spec["vocab_size"]), mask, spec["num_generations"], spec["alpha"],
-        spec["temperature"],
-    )  # fmt: skip
-    rows = spec["rows_per_process"]
-    for rank in range(2):
-        result = torch.load(tmp_path / f"rank{rank}.pt")
-        assert result["world_size"] == 2
-        local_mask = mask[rank * rows : (rank + 1) * rows]
-        local_len = int(local_mask.sum(dim=1).max())
-        assert result["factor"].shape == (rows, local_len)  # cut back to this process's own padding
-        torch.testing.assert_close(result["factor"], expected[rank * rows : (rank + 1) * rows, :local_len])
-    # The group in the middle spans both processes: its weights really depend on the other process's rows.
-    alone = compute_egsw_weights(adv[4:6], normalize_entropy(ent[4:6], spec["vocab_size"]), mask[4:6], 2,
-                                 spec["alpha"], spec["temperature"])  # fmt: skip
-    assert not torch.allclose(alone, expected[4:6])
-
-
 def test_controller_state_round_trips_through_a_checkpoint(tiny_assets, tmp_path):
     """The adaptive controller's state is saved with a checkpoint and restored exactly on resume."""
     trainer = make_trainer(
@@ -315,7 +271,9 @@ def test_clip_b_composes_with_egsw(tiny_assets, tmp_path):
     assert (keep | ~mask.bool() | (adv.unsqueeze(1) < 0)).all()  # never a token with A >= 0
     entropies = normalize_entropy(stats["entropy"], trainer.model.config.vocab_size)
     weights = compute_egsw_weights(adv, entropies, mask, NUM_GENERATIONS, alpha=0.5, temperature=1.0)
-    torch.testing.assert_close(batch["advantages"], adv.unsqueeze(1) * weights * keep, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch["advantages"], adv.unsqueeze(1) * weights, atol=1e-5, rtol=1e-5)
+    assert torch.equal(batch["tool_mask"].bool(), keep)  # dropped tokens leave the loss through its mask
+    assert batch["num_items_in_batch"].item() == keep.sum().item()
     dropped = trainer._metrics["train"]["entropy_dynamics/clip_frac"][0]
     assert dropped == pytest.approx(((~keep) & mask.bool()).sum().item() / mask.sum().item())
 
@@ -330,10 +288,44 @@ def test_clip_v_without_egsw_and_entropy_dynamics_logging(tiny_assets, tmp_path)
     stats = plain_forward_stats(trainer, batch)
     keep = clip_v_mask(stats["S"], stats["S_baseline"], adv, mask, mu=0.1, max_frac=0.05)
     assert 0 < ((~keep) & mask.bool()).sum() <= int(0.05 * mask.sum())
-    torch.testing.assert_close(batch["advantages"], adv.unsqueeze(1) * keep, atol=1e-6, rtol=0)
+    assert torch.equal(batch["advantages"], adv)  # no weights: TRL's (B,) advantages, untouched
+    assert torch.equal(batch["tool_mask"].bool(), keep) and batch["num_items_in_batch"].item() == keep.sum().item()
     # A second generation batch measures the entropy change of the first one's update.
     trainer._generate_and_score_completions(batch_inputs(trainer))
     logs = trainer._metrics["train"]
     for key in ("entropy_dynamics/S_mean", "entropy_dynamics/S_minus_baseline_mean", "entropy_dynamics/clip_frac",
                 "entropy_dynamics/predicted_dH", "entropy_dynamics/measured_dH"):  # fmt: skip
         assert logs[key] and all(math.isfinite(v) for v in logs[key]), key
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_dropped_tokens_leave_the_loss_normalisation_and_the_kl_term(tiny_assets, tmp_path, loss_type):
+    """Clip_B's dropped tokens leave TRL's loss as the authors' response-mask edit does, computed by hand: out of the
+    token counts of grpo (per completion), bnpo and dapo (per batch), and out of the KL term. dr_grpo divides by a
+    constant (N * max_completion_length), so there a dropped token only loses its own terms."""
+    beta, max_len = 0.1, 8
+    trainer = make_trainer(EGSWTrainer, EGSWConfig, tiny_assets, tmp_path, loss_type=loss_type, beta=beta,
+                           entropy_clip="clip_b", entropy_clip_mu=0.5)  # fmt: skip
+    trainer.model.train()
+    torch.manual_seed(123)
+    batch = trainer._generate_and_score_completions(batch_inputs(trainer))
+    valid, keep = batch["completion_mask"].bool(), batch["tool_mask"].bool()
+    assert (valid & ~keep).any() and keep.any()  # some tokens dropped, some kept: the check is not vacuous
+    logp = plain_forward_stats(trainer, batch)["logp"]
+    gen = torch.Generator().manual_seed(0)
+    batch["ref_per_token_logps"] = logp + 0.3 * torch.randn(logp.shape, generator=gen)  # a KL that is not 0
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer.compute_loss(trainer.model, batch).detach()
+
+    delta = batch["ref_per_token_logps"] - logp
+    per_token = -batch["advantages"].unsqueeze(1) + beta * (delta.exp() - delta - 1)  # on-policy: ratio 1
+    kept = keep.double()
+    if loss_type == "grpo":
+        expected = ((per_token * kept).sum(1) / kept.sum(1).clamp(min=1)).mean()
+    elif loss_type == "dr_grpo":
+        expected = (per_token * kept).sum() / (kept.size(0) * max_len)
+    else:  # bnpo, dapo: one process, one micro-batch: both divide by the kept tokens of the batch
+        expected = (per_token * kept).sum() / kept.sum()
+    torch.testing.assert_close(loss.double(), expected.double(), rtol=1e-5, atol=1e-6)
+    everything = (per_token * valid).sum() / valid.sum()  # what keeping them in the count would give
+    assert loss_type in ("grpo", "dr_grpo") or not torch.isclose(loss.double(), everything.double(), rtol=1e-3)

@@ -19,7 +19,8 @@ Departures from / additions to the paper, numbered:
    tests). ``token_statistics`` processes ``chunk_size`` rows at a time, so at most one chunk's fp32 softmax exists.
 2. Clip_B and Clip_V use the *population* standard deviation (``correction=0``) over the valid tokens of the batch,
    and a zero standard deviation (all values equal: nothing is an outlier) drops nothing.
-3. Clip_V drops at most ``floor(max_frac * n_valid)`` tokens, the most violating first, ties broken by flat index.
+3. Clip_V drops at most ``max(floor(max_frac * n_valid), 1)`` tokens, the most violating first, ties broken by flat
+   index (the authors' cap: at least one token whenever a candidate exists).
 4. Only negative-advantage tokens are ever clipped (METHOD.md section 3, as in the authors' released code).
 5. ``AdaptiveEGSWController`` (not in either paper) retunes EGSW's alpha or temperature P toward a target entropy or
    effective sample size (the EGSW paper names alpha/P sensitivity as its main weakness).
@@ -318,13 +319,11 @@ def clip_v_mask(
 
         A < 0  and  D > mu * s
 
-    and at most ``floor(max_frac * n_valid)`` of them are dropped, the most violating first (largest ``D - mu * s``;
-    equal violations broken by the smaller flat index first, so the result is deterministic). Everything else that is
-    valid is kept.
-
-    Note the floor: with ``n_valid < 1 / max_frac`` (10,000 tokens at the default 1e-4) nothing is dropped at all;
-    recipes for tiny runs must raise ``max_frac``. ``mu = inf``, ``max_frac = 0`` or ``s == 0`` drop nothing. Padding
-    is ``False`` in the output and never enters ``s`` or ``n_valid``.
+    and at most ``max(floor(max_frac * n_valid), 1)`` of them are dropped, the most violating first (largest
+    ``D - mu * s``; equal violations broken by the smaller flat index first, so the result is deterministic). As in the
+    authors' released code, the cap never falls below one token: a batch with any candidate drops at least its most
+    violating one, whatever its size (``max_frac = 0`` included). ``mu = inf`` or ``s == 0`` drop nothing. Padding is
+    ``False`` in the output and never enters ``s`` or ``n_valid``.
 
     Args:
         S: ``(N, T)`` discriminator.
@@ -343,9 +342,9 @@ def clip_v_mask(
     adv = _check_shapes(S, advantages, mask, S_baseline)  # (N, T)
     valid = mask != 0  # (N, T)
     n_valid = int(valid.sum())
-    # + 1e-9 so that e.g. 0.29 * 100 = 28.999999999999996 floors to 29, not 28
-    max_drop = math.floor(max_frac * n_valid + 1e-9)
-    if n_valid == 0 or math.isinf(mu) or max_drop == 0:
+    # + 1e-9 so that e.g. 0.29 * 100 = 28.999999999999996 floors to 29, not 28; never below one token (authors)
+    max_drop = max(math.floor(max_frac * n_valid + 1e-9), 1)
+    if n_valid == 0 or math.isinf(mu):
         return valid.clone()
     D = S_baseline.double() - S.double()  # (N, T)
     s = _masked_std_mean(D, valid)[0]  # scalar, float64

@@ -39,18 +39,6 @@ from .entropy_dynamics import (
 SOURCES = ("trl-forward", "generation", "extra-forward")
 
 
-def needed_statistics(use_egsw: bool, entropy_clip: str, log_entropy_dynamics: bool) -> set[str]:
-    """The statistics a configuration needs, among "entropy", "logp", "S" and "S_baseline"."""
-    need = set()
-    if use_egsw:
-        need.add("entropy")
-    if entropy_clip == "clip_b":
-        need |= {"entropy", "logp", "S"}
-    if entropy_clip == "clip_v" or log_entropy_dynamics:
-        need |= {"entropy", "logp", "S", "S_baseline"}
-    return need
-
-
 def select_source(trl_runs_policy_forward: bool, transformers_generation: bool) -> str:
     """The first source that applies, in the order of the module docstring."""
     if trl_runs_policy_forward:
@@ -60,8 +48,8 @@ def select_source(trl_runs_policy_forward: bool, transformers_generation: bool) 
     return "extra-forward"
 
 
-def complete(stats: dict[str, torch.Tensor], need: set[str]) -> dict[str, torch.Tensor]:
-    """Add S from log p_k and H when needed, and keep only the needed statistics."""
+def complete(stats: dict[str, torch.Tensor], need: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Add S from log p_k and H when needed, and keep only the needed statistics, in the order of `need`."""
     if "S" in need and "S" not in stats:
         stats = {**stats, "S": discriminator_from_logps(stats["logp"], stats["entropy"])}
     return {key: stats[key] for key in need}
@@ -77,7 +65,7 @@ class GenerationRecorder:
     returned completion ids. Holds at most one step's (B, V) logits.
     """
 
-    def __init__(self, temperature: float, need: set[str]):
+    def __init__(self, temperature: float, need: tuple[str, ...]):
         self.temperature = temperature
         self.need = need
         self.steps: list[dict[str, torch.Tensor]] = []  # one dict of (B,) tensors per decoding step

@@ -28,17 +28,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from .egsw import compute_egsw_weights, egsw_weight_stats, normalize_entropy
-from .entropy_dynamics import (
-    AdaptiveEGSWController,
-    clip_b_mask,
-    clip_fraction,
-    clip_v_mask,
-    masked_mean,
-    predicted_entropy_change,
-)
+from .entropy_dynamics import AdaptiveEGSWController, masked_mean, predicted_entropy_change
 from .prompt_truncation import PromptTruncationMixin  # open-r1's max_prompt_length
-from .token_stats import FusedHeadCapture, GenerationRecorder, complete, needed_statistics, select_source
+from .shaping import ShapingSettings, needed_statistics, pack_rows, shape_advantages, unpack_rows
+from .token_stats import FusedHeadCapture, GenerationRecorder, complete, select_source
 from .vllm_cpu import keep_colocated_weights_loadable
 
 CONTROLLER_STATE_FILE = "egsw_controller_state.json"
@@ -87,7 +80,7 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
         args = self.args
         return args.use_egsw or args.entropy_clip != "none" or args.log_entropy_dynamics
 
-    def _needed_stats(self) -> set[str]:
+    def _needed_stats(self) -> tuple[str, ...]:
         return needed_statistics(self.args.use_egsw, self.args.entropy_clip, self.args.log_entropy_dynamics)
 
     def _trl_runs_policy_forward(self) -> bool:
@@ -174,14 +167,25 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
     # Gather, weigh, clip, slice back
     # ----------------------------------------------------------------------------------------------------------
 
-    def _gather_rows(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Gather per-row tensors of every process in rank order (TRL's order), padding dim 1 to a common length."""
-        gathered = {}
-        for key, tensor in tensors.items():
-            if tensor.dim() > 1:
-                tensor = self.accelerator.pad_across_processes(tensor, dim=1, pad_index=0)
-            gathered[key] = self.accelerator.gather(tensor)
-        return gathered
+    def _gather_rows(self, per_row: torch.Tensor, per_token: list[torch.Tensor]):
+        """(B,) and (B, T) tensors of every process in rank order (TRL's order), dim 1 padded to the longest.
+
+        One packed tensor, so two collectives in all (accelerate's pad exchanges the widths, then one gather), in the
+        same order on every rank whatever the statistics are: the order is the caller's list, never a set's.
+        """
+        packed = self.accelerator.pad_across_processes(pack_rows(per_row, per_token), dim=2, pad_index=0)
+        return unpack_rows(self.accelerator.gather(packed), per_row.dtype, [t.dtype for t in per_token])
+
+    def _shaping_settings(self, mode: str) -> ShapingSettings:
+        args = self.args
+        return ShapingSettings(
+            num_generations=self.num_generations if mode == "train" else self.num_generations_eval,
+            use_egsw=args.use_egsw, alpha=self.egsw_alpha, temperature=self.egsw_temperature,
+            granularity=args.egsw_granularity, weight_scale=args.egsw_weight_scale,
+            entropy_normalization=args.egsw_entropy_normalization,
+            vocab_size=self.model.config.get_text_config().vocab_size, entropy_clip=args.entropy_clip,
+            clip_mu=args.resolved_entropy_clip_mu, clip_max_frac=args.entropy_clip_max_frac,
+        )  # fmt: skip
 
     def _generate_and_score_completions(self, inputs):
         if not self._modifies_batch:
@@ -200,91 +204,58 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
             self._log_measured_entropy_change()
 
         stats = self._sampling_token_stats(batch, mode)
-        mask = batch["completion_mask"] if "tool_mask" not in batch else batch["completion_mask"] * batch["tool_mask"]
-        factor, everything = self._advantage_factor(batch["advantages"], mask, stats, mode)
-        if factor is not None:
-            batch["advantages"] = batch["advantages"].unsqueeze(1) * factor.to(batch["advantages"].dtype)  # (B, T)
+        loss_mask = (
+            batch["completion_mask"] if "tool_mask" not in batch else batch["completion_mask"] * batch["tool_mask"]
+        )
+        local_rows, local_len = loss_mask.shape
+        # the whole generation batch: a group (and the batch statistics of clipping) spans processes
+        advantages, gathered = self._gather_rows(batch["advantages"], [loss_mask, *stats.values()])
+        full_mask, full_stats = gathered[0], dict(zip(stats, gathered[1:], strict=True))
+        shaped = shape_advantages(advantages, full_mask, full_stats, self._shaping_settings(mode))
+        for key, value in shaped.metrics.items():
+            self._metrics[mode][key].append(value)
+        self._update_controller(shaped.metrics, mode)
+
+        rows = slice(self.accelerator.process_index * local_rows, (self.accelerator.process_index + 1) * local_rows)
+        if shaped.weights is not None:  # (B, T) advantages A_i * w_{i,t}, which TRL's _compute_loss accepts
+            weights = shaped.weights[rows, :local_len].to(batch["advantages"].dtype)
+            batch["advantages"] = batch["advantages"].unsqueeze(1) * weights
+        kept_mask = full_mask
+        if shaped.keep is not None:
+            # A dropped token leaves the loss, as the authors' edit of the response mask does: out of every loss
+            # type's normalisation, the KL term and the entropy bonus. TRL's loss reads completion_mask * tool_mask
+            # (tool_mask: the tokens the loss trains on) and not tool_mask in attention, so the keep-mask goes
+            # there; the token count of the "dapo" normaliser is recounted over the whole batch.
+            keep = shaped.keep[rows, :local_len].to(batch["completion_mask"].dtype)
+            batch["tool_mask"] = keep if "tool_mask" not in batch else batch["tool_mask"] * keep
+            kept_mask = full_mask * shaped.keep
+            batch["num_items_in_batch"] = kept_mask.sum().to(batch["num_items_in_batch"])
 
         if self.args.log_entropy_dynamics and mode == "train":
-            full_mask = everything["mask"]
-            effective = everything["factor"] * everything["advantages"].unsqueeze(1)
+            effective = advantages if shaped.weights is None else advantages.unsqueeze(1) * shaped.weights
             predicted = predicted_entropy_change(
-                everything["S"], everything["S_baseline"], effective, full_mask,
-                lr=self._get_learning_rate() if self.lr_scheduler is not None else self.args.learning_rate, token_scale=self._loss_token_scale(full_mask),
+                full_stats["S"], full_stats["S_baseline"], effective, kept_mask,
+                lr=self._get_learning_rate() if self.lr_scheduler is not None else self.args.learning_rate,
+                token_scale=self._loss_token_scale(kept_mask),
             )  # fmt: skip
             self._previous_batch = {
                 "batch": {k: batch[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")},
-                "entropy": everything["entropy"],
+                "entropy": full_stats["entropy"],
                 "mask": full_mask,
-                "predicted": masked_mean(predicted, full_mask).item(),
+                "predicted": masked_mean(predicted, full_mask).item(),  # the mean the measured change is taken over
             }
         return batch
 
-    def _advantage_factor(
-        self, advantages: torch.Tensor, mask: torch.Tensor, stats: dict[str, torch.Tensor], mode: str
-    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """The (B, T) multiplier of this process's advantages: EGSW weights times clip keep-masks.
-
-        Gathers the rows of every process first, because a group (and the batch statistics of clipping) spans
-        processes; computes once on the whole generation batch; returns this process's rows, cut to its own length.
-        Also returns the gathered tensors (with the full-batch `factor`) for diagnostics. Logs the metrics.
-        """
-        local_rows, local_len = mask.shape
-        everything = self._gather_rows({"advantages": advantages, "mask": mask, **stats})
-        advantages, full_mask = everything["advantages"], everything["mask"]  # (N,), (N, T_max)
-        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-
-        factor = None  # (N, T_max)
-        metrics = {}
-        if self.args.entropy_clip != "none":
-            mu = self.args.resolved_entropy_clip_mu
-            if self.args.entropy_clip == "clip_b":
-                keep = clip_b_mask(everything["S"], advantages, full_mask, mu=mu)
-            else:
-                keep = clip_v_mask(
-                    everything["S"], everything["S_baseline"], advantages, full_mask, mu=mu,
-                    max_frac=self.args.entropy_clip_max_frac,
-                )  # fmt: skip
-            factor = keep.float()
-            metrics["entropy_dynamics/clip_frac"] = clip_fraction(keep, full_mask)
-        if self.args.use_egsw:
-            entropies = everything["entropy"]
-            if self.args.egsw_entropy_normalization == "log_vocab":
-                entropies = normalize_entropy(entropies, self.model.config.get_text_config().vocab_size)
-            weights = compute_egsw_weights(
-                advantages, entropies, full_mask, num_generations,
-                alpha=self.egsw_alpha, temperature=self.egsw_temperature,
-                granularity=self.args.egsw_granularity, weight_scale=self.args.egsw_weight_scale,
-            )  # fmt: skip
-            factor = weights if factor is None else factor * weights
-            weight_stats = egsw_weight_stats(weights, full_mask, num_generations)
-            metrics.update({f"egsw/{key}": value for key, value in weight_stats.items()})
-            metrics["egsw/entropy_mean"] = masked_mean(entropies, full_mask).item()
-            metrics["egsw/alpha"] = self.egsw_alpha
-            metrics["egsw/temperature"] = self.egsw_temperature
-            if self.egsw_controller is not None and mode == "train":
-                measured = (
-                    metrics["egsw/entropy_mean"] if self.args.egsw_controller == "entropy" else weight_stats["ess"]
-                )
-                new_value = self.egsw_controller.update(measured)
-                if self.args.egsw_controller_param == "alpha":
-                    self.egsw_alpha = new_value
-                else:
-                    self.egsw_temperature = new_value
-        if "S" in everything:
-            metrics["entropy_dynamics/S_mean"] = masked_mean(everything["S"], full_mask).item()
-        if "S_baseline" in everything:
-            gap = everything["S"] - everything["S_baseline"]
-            metrics["entropy_dynamics/S_minus_baseline_mean"] = masked_mean(gap, full_mask).item()
-            metrics["entropy_dynamics/entropy_mean"] = masked_mean(everything["entropy"], full_mask).item()
-        for key, value in metrics.items():
-            self._metrics[mode][key].append(value)
-
-        everything["factor"] = factor if factor is not None else full_mask.float()
-        if factor is None:
-            return None, everything
-        start = self.accelerator.process_index * local_rows
-        return factor[start : start + local_rows, :local_len], everything
+    def _update_controller(self, metrics: dict[str, float], mode: str) -> None:
+        """One step of the adaptive controller (training batches only), from this batch's measured entropy or ESS."""
+        if self.egsw_controller is None or mode != "train":
+            return
+        measured = metrics["egsw/entropy_mean"] if self.args.egsw_controller == "entropy" else metrics["egsw/ess"]
+        new_value = self.egsw_controller.update(measured)
+        if self.args.egsw_controller_param == "alpha":
+            self.egsw_alpha = new_value
+        else:
+            self.egsw_temperature = new_value
 
     def _loss_token_scale(self, full_mask: torch.Tensor) -> torch.Tensor | float:
         """d(loss)/d(per-token surrogate) for the configured loss type, over one optimizer step (N completions).
@@ -306,10 +277,8 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
             return
         after = self._extra_forward_stats(previous["batch"], "train", {"entropy"})["entropy"]
         mask = previous["batch"]["completion_mask"]
-        after_all = self._gather_rows({"entropy": after, "mask": mask})
-        measured = masked_mean(after_all["entropy"], after_all["mask"]) - masked_mean(
-            previous["entropy"], previous["mask"]
-        )
+        _, (after_all, mask_all) = self._gather_rows(torch.zeros(mask.size(0), device=mask.device), [after, mask])
+        measured = masked_mean(after_all, mask_all) - masked_mean(previous["entropy"], previous["mask"])
         self._metrics["train"]["entropy_dynamics/predicted_dH"].append(previous["predicted"])
         self._metrics["train"]["entropy_dynamics/measured_dH"].append(measured.item())
 
