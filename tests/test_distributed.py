@@ -14,6 +14,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,25 @@ def test_deepspeed_zero3_two_cpu_processes(tiny_assets, tmp_path):
     assert len(records) == 2 and all(math.isfinite(r["loss"]) and math.isfinite(r["kl"]) for r in records)
     # EGSW ran under ZeRO-3 (entropies recorded while the gathered model generated): real, non-uniform weights
     assert all(0 < r["egsw/ess"] <= 1 and r["egsw/entropy_mean"] > 0 for r in records), records
+
+
+@pytest.mark.slow
+def test_a_reward_failing_on_one_rank_stops_every_rank_with_one_line(tiny_assets, tmp_path):
+    """Rank 1's reward raises at its 2nd call, rank 0's never does. Without the exchange after TRL's reward gather,
+    rank 0 would wait in the next collective for the 30-minute timeout; here both ranks stop at the same step, and
+    one `error:` line names the function and the rank."""
+    command = render("--num-processes", "2", "--main-process-port", str(free_port()),
+                     overrides=tiny_overrides(tiny_assets, tmp_path / "out", "--max_steps", "4", "--reward_funcs",
+                                              "accuracy", "bad", "--reward_weights", "1.0", "1.0"))  # fmt: skip
+    index = command.index("src/open_r1_egsw/grpo.py")
+    bad = [str(ROOT / "tests/helpers/run_grpo.py"), "--bad-reward", "raise", "--bad-from-call", "2", "--bad-rank", "1"]
+    command = command[:index] + [*bad, "--"] + command[index + 1 :]
+    start = time.monotonic()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env(), cwd=ROOT, timeout=600)
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: reward function 'bad' raised ZeroDivisionError: division by zero (training step 2) on rank 1 of 2"
+    ], proc.stderr[-3000:]
+    assert elapsed < 300, elapsed  # both ranks stopped: nobody waited for the collective timeout

@@ -108,6 +108,8 @@ class NamedReward:
 class RewardError(ConfigError):
     """A reward function failed or returned something TRL cannot use: one `error:` line naming it (cli_entry)."""
 
+    mid_run = True
+
 
 def _where(kwargs: dict) -> str:
     state = kwargs.get("trainer_state")

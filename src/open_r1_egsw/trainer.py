@@ -24,12 +24,14 @@ import json
 import os
 
 import torch
+from accelerate.utils import gather_object
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from .entropy_dynamics import AdaptiveEGSWController, masked_mean, predicted_entropy_change
 from .prompt_truncation import PromptTruncationMixin  # open-r1's max_prompt_length
+from .reward_failures import held, raise_everywhere
 from .shaping import ShapingSettings, needed_statistics, pack_rows, shape_advantages, unpack_rows
 from .token_stats import FusedHeadCapture, GenerationRecorder, complete, select_source
 from .vllm_cpu import keep_colocated_weights_loadable
@@ -186,6 +188,15 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
             vocab_size=self.model.config.get_text_config().vocab_size, entropy_clip=args.entropy_clip,
             clip_mu=args.resolved_entropy_clip_mu, clip_max_frac=args.entropy_clip_max_frac,
         )  # fmt: skip
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # a reward that fails on one rank must not leave the others waiting in TRL's gather (reward_failures.py)
+        failures: list[str] = []
+        with held(self, failures):
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        accelerator = self.accelerator
+        raise_everywhere(failures, gather_object, accelerator.process_index, accelerator.num_processes)
+        return rewards
 
     def _generate_and_score_completions(self, inputs):
         if not self._modifies_batch:

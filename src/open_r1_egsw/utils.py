@@ -21,7 +21,13 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class ConfigError(ValueError):
-    """A user error in a recipe, a flag or an input file: reported as one line, exit code 2."""
+    """A user error in a recipe, a flag or an input file: reported as one line, exit code 2.
+
+    `mid_run`: raised while training, so a progress bar may hold the current line: the error starts a line of its own.
+    `quiet` (set on an instance): the same error is reported by another rank, so this one prints nothing.
+    """
+
+    mid_run = False
 
 
 def setup_logging(training_args) -> None:
@@ -106,7 +112,9 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
         try:
             return main(argv)
         except (ConfigError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)  # noqa: T201
+            if not getattr(err, "quiet", False):
+                newline = "\n" if getattr(err, "mid_run", False) else ""
+                print(f"{newline}error: {err}", file=sys.stderr)  # noqa: T201
             raise SystemExit(2) from None
         except (ConnectionError, *_request_errors()) as err:
             # the vLLM server (server mode) is down, never came up or stopped answering: TRL's client raises after

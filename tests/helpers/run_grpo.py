@@ -6,7 +6,7 @@
 --kill-at-step N: SIGKILL this process right after step N is logged (metrics.jsonl has it), as a pre-emption does:
     no handler runs, nothing is flushed. The only thing added to the real run is that callback.
 --bad-reward KIND: register a reward function `bad` (add it to --reward_funcs) that behaves from its K-th call on:
-    raise | nan | none | short (one value too few) | scalar.
+    raise | nan | none | short (one value too few) | scalar. --bad-rank R: only on the process of rank R.
 --skip-alignment-check: allow checkpoints inside a generation batch (to show that resuming there is inexact).
 --chars-reward: register a reward `chars` (len(text) / 64): a random tiny model scores 0 on every built-in reward,
     so its advantages are 0 and nothing trains; this one varies within a group, so weights and optimizer state move.
@@ -36,13 +36,13 @@ def chars(completions, **kwargs):
     return [len(rewards.completion_text(c)) / 64 for c in completions]
 
 
-def bad_reward_factory(kind: str, from_call: int):
+def bad_reward_factory(kind: str, from_call: int, rank: int | None = None):
     calls = {"n": 0}
 
     def bad(completions, **kwargs):
         calls["n"] += 1
         n = len(completions)
-        if calls["n"] < from_call:
+        if calls["n"] < from_call or (rank is not None and int(os.environ.get("RANK", "0")) != rank):
             return [0.5] * n
         if kind == "raise":
             raise ZeroDivisionError("division by zero")
@@ -69,7 +69,8 @@ def main(argv: list[str]) -> int:
         rewards.register_reward("chars")(chars)
     options = dict(zip(own[::2], own[1::2]))
     if "--bad-reward" in options:
-        func = bad_reward_factory(options["--bad-reward"], int(options.get("--bad-from-call", 1)))
+        rank = int(options["--bad-rank"]) if "--bad-rank" in options else None
+        func = bad_reward_factory(options["--bad-reward"], int(options.get("--bad-from-call", 1)), rank)
         func.__name__ = "bad"
         rewards.register_reward("bad")(func)
     if "--kill-at-step" in options:
