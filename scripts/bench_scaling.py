@@ -61,7 +61,7 @@ def build(point: dict, setting: str, tokenizer_dir: Path, data_dir: Path, out_di
         output_dir=out_dir, per_device_train_batch_size=2 * group, num_generations=group,
         max_completion_length=length, generation_kwargs={"min_new_tokens": length}, learning_rate=0.0,
         loss_type="grpo", beta=0.0, report_to="none", bf16=False, seed=0, disable_tqdm=True,
-        steps_per_generation=2 if setting == "trl-forward" else None, entropy_clip_max_frac=5e-3,
+        steps_per_generation=2 if setting == "trl-forward" else None, entropy_clip_max_frac=1e-4,
     )  # fmt: skip
     return EGSWTrainer(model=model, reward_funcs=[length_reward], args=args, train_dataset=dataset,
                        processing_class=tokenizer)  # fmt: skip

@@ -16,3 +16,17 @@ def tiny_assets(tmp_path_factory):
     from open_r1_egsw.embedded import EmbeddedSpec, build_assets
 
     return build_assets(tmp_path_factory.mktemp("embedded"), EmbeddedSpec(num_train=64, num_test=16))
+
+
+WARM_START_STEPS = 300  # measured: greedy accuracy about 0.19 on the embedded test rows (0 for the random model)
+
+
+@pytest.fixture(scope="session")
+def warm_model(tmp_path_factory):
+    """A short SFT warm start of the full embedded assets: a model that is right on some rows and wrong on others,
+    so sampled groups get different rewards (advantages not all 0). Built once per session (about 1-2 minutes)."""
+    from open_r1_egsw.embedded import EmbeddedSpec, build_assets, warm_start
+
+    paths = build_assets(tmp_path_factory.mktemp("embedded-full"), EmbeddedSpec())
+    warm_start(paths, extra_args=["--max_steps", str(WARM_START_STEPS), "--logging_steps", "100"])
+    return paths

@@ -449,19 +449,6 @@ def test_prompt_flags_set_single_fields(tiny_assets):
     assert (custom.instruction, custom.chat_template, custom.system_prompt) == ("Go.", False, None)
 
 
-WARM_START_STEPS = 300  # measured: greedy accuracy about 0.19 on the embedded test rows (0 for the random model)
-
-
-@pytest.fixture(scope="module")
-def warm_model(tmp_path_factory):
-    """A short SFT warm start of the full embedded assets: a model that is right on some rows and wrong on others."""
-    from open_r1_egsw.embedded import EmbeddedSpec, build_assets, warm_start
-
-    paths = build_assets(tmp_path_factory.mktemp("embedded-full"), EmbeddedSpec())
-    warm_start(paths, extra_args=["--max_steps", str(WARM_START_STEPS), "--logging_steps", "100"])
-    return paths
-
-
 def write_embedded_eval_data(assets, root: Path, rows: int) -> tuple[Path, list[dict]]:
     """The embedded test rows as the local MATH-500 split (same columns the task reads)."""
     selected = embedded_test_rows(assets, rows)

@@ -145,7 +145,7 @@ COMPARISON_METHOD_KEYS = {
     "egsw": {"use_egsw"},
     "egsw_seq": {"use_egsw", "egsw_granularity"},
     "clip_b": {"entropy_clip", "entropy_clip_mu"},
-    "clip_v": {"entropy_clip", "entropy_clip_mu", "entropy_clip_max_frac"},
+    "clip_v": {"entropy_clip", "entropy_clip_mu"},  # max_frac: the default, the paper's 1e-4
     "egsw_clip_b": {"use_egsw", "entropy_clip", "entropy_clip_mu"},
     "top_entropy": {"top_entropy_quantile"},
     "entropy_bonus": {"entropy_coef"},

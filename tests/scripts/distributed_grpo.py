@@ -2,8 +2,11 @@
 
 Usage (in place of src/open_r1_egsw/grpo.py in a command rendered by `python -m open_r1_egsw.launch train`):
     distributed_grpo.py OUT_DIR --config RECIPE [grpo.py flags...]
-Writes OUT_DIR/rank{r}.pt = {"world_size", "process_index", "params": {name: tensor}}. Under DeepSpeed ZeRO-3 the
-parameters are sharded, so each rank gathers the full tensors first.
+Writes OUT_DIR/rank{r}.pt = {"world_size", "process_index", "params": {name: tensor}, "batches": [...]}. Under
+DeepSpeed ZeRO-3 the parameters are sharded, so each rank gathers the full tensors first. "batches" holds, for every
+training generation batch, this rank's own rows before any gather: advantages, loss mask and token statistics, as the
+trainer's `_sampling_token_stats` received and returned them (so a test can recompute what one process computes on
+the whole batch).
 """
 
 import sys
@@ -20,6 +23,18 @@ _build_trainer = grpo.build_trainer
 def build_and_keep(*args, **kwargs):
     trainer, test_split = _build_trainer(*args, **kwargs)
     captured["trainer"] = trainer
+    captured["batches"] = []
+    sampling_token_stats = trainer._sampling_token_stats
+
+    def record(batch, mode):
+        stats = sampling_token_stats(batch, mode)
+        if mode == "train":
+            mask = batch["completion_mask"]
+            captured["batches"].append({"advantages": batch["advantages"].detach().clone(), "mask": mask.clone(),
+                                        "stats": {k: v.detach().clone() for k, v in stats.items()}})  # fmt: skip
+        return stats
+
+    trainer._sampling_token_stats = record
     return trainer, test_split
 
 
@@ -43,6 +58,7 @@ def main(out_dir: str, argv: list[str]) -> int:
         "world_size": accelerator.num_processes,
         "process_index": accelerator.process_index,
         "params": full_parameters(trainer),
+        "batches": captured["batches"],
     }
     torch.save(record, Path(out_dir) / f"rank{accelerator.process_index}.pt")
     return code
