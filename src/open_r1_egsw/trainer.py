@@ -9,10 +9,12 @@ normalised a generation batch, the trainer
    optimisation); the logits `model.generate` computes while sampling (TRL's transformers generation path: a
    forward hook, no pass of its own); otherwise one extra no-grad forward (vLLM without IS correction; measured by
    `make bench`);
-2. gathers advantages, masks and statistics of every process (a group can span processes), computes the weights
-   (egsw.py) and the keep-masks (entropy_dynamics.py) once for the whole generation batch, and slices its rows back;
-3. replaces `advantages` (B,) by per-token advantages (B, T) = A_i * w_{i,t} * keep_{i,t}, which TRL's
-   `_compute_loss` accepts for subclasses. TRL then splits the batch into micro-batches as usual.
+2. gathers advantages, masks and statistics of every process in one packed collective (a group can span
+   processes), computes the weights and keep-masks once for the whole generation batch (shaping.py), and slices its
+   rows back;
+3. replaces `advantages` (B,) by per-token advantages (B, T) = A_i * w_{i,t}, which TRL's `_compute_loss` accepts
+   for subclasses, and puts the keep-mask into the loss mask TRL reads (`tool_mask`), so a dropped token leaves the
+   loss, its normalisation and the KL term. TRL then splits the batch into micro-batches as usual.
 
 With `use_egsw: false`, `entropy_clip: none` and `log_entropy_dynamics: false` the trainer is TRL's, unchanged.
 Checked against TRL 1.16.0 (pinned in setup.py); tests/test_trainer.py has one test per TRL hook relied on.

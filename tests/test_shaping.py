@@ -1,0 +1,66 @@
+"""shaping.py: the fixed statistic order, the bit-exact packing the trainer's one gather relies on, and the pure
+shape_advantages call against the method modules it composes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from open_r1_egsw.egsw import compute_egsw_weights, normalize_entropy
+from open_r1_egsw.entropy_dynamics import clip_b_mask, clip_v_mask
+from open_r1_egsw.shaping import (
+    STATISTICS,
+    ShapingSettings,
+    needed_statistics,
+    pack_rows,
+    shape_advantages,
+    unpack_rows,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_needed_statistics_keep_one_order_whatever_the_hash_seed():
+    code = "from open_r1_egsw.shaping import needed_statistics as n; print(n(True, 'clip_v', True), n(True, 'clip_b', False))"
+    outputs = set()
+    for seed in ("0", "1", "3"):  # seeds under which the 4-string set iterates in different orders
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONHASHSEED": seed}
+        outputs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout)
+    assert outputs == {"('entropy', 'logp', 'S', 'S_baseline') ('entropy', 'logp', 'S')\n"}
+    assert needed_statistics(True, "none", False) == ("entropy",) and STATISTICS[0] == "entropy"
+
+
+def test_pack_and_unpack_restore_every_value_bit_for_bit():
+    gen = torch.Generator().manual_seed(0)
+    advantages = torch.randn(5, generator=gen)
+    mask = (torch.rand(5, 3, generator=gen) > 0.3).long()
+    stats = [torch.randn(5, 3, generator=gen) * 1e-7, torch.randn(5, 3, generator=gen) * 1e6]
+    packed = pack_rows(advantages, [mask, *stats])
+    assert packed.shape == (5, 4, 3) and packed.dtype == torch.float64
+    row, (mask_back, *stats_back) = unpack_rows(packed, advantages.dtype, [mask.dtype, torch.float32, torch.float32])
+    assert torch.equal(row, advantages) and torch.equal(mask_back, mask) and mask_back.dtype == torch.long
+    assert all(torch.equal(a, b) for a, b in zip(stats_back, stats, strict=True))
+
+
+def test_shape_advantages_composes_the_method_modules():
+    gen = torch.Generator().manual_seed(1)
+    n, t, groups = 8, 5, 4
+    advantages = torch.randn(n, generator=gen)
+    mask = (torch.arange(t) < torch.randint(1, t + 1, (n, 1), generator=gen)).long()
+    entropy = torch.rand(n, t, generator=gen) * 3
+    stats = {"entropy": entropy, "logp": -torch.rand(n, t, generator=gen), "S": torch.randn(n, t, generator=gen) ** 3,
+             "S_baseline": torch.randn(n, t, generator=gen) * 0.1}  # fmt: skip
+    settings = ShapingSettings(num_generations=groups, use_egsw=True, alpha=0.5, temperature=0.7, vocab_size=50,
+                               entropy_clip="clip_b", clip_mu=0.5)  # fmt: skip
+    shaped = shape_advantages(advantages, mask, stats, settings)
+    weights = compute_egsw_weights(advantages, normalize_entropy(entropy, 50), mask, groups, 0.5, 0.7)
+    keep = clip_b_mask(stats["S"], advantages, mask, mu=0.5)
+    assert torch.equal(shaped.weights, weights) and torch.equal(shaped.keep, keep)
+    assert shaped.metrics["entropy_dynamics/clip_count"] == float((mask.bool() & ~keep).sum()) > 0
+    clip_v = shape_advantages(advantages, mask, stats, ShapingSettings(num_generations=groups, entropy_clip="clip_v",
+                                                                       clip_mu=0.1, clip_max_frac=0.0))  # fmt: skip
+    assert clip_v.weights is None
+    assert torch.equal(clip_v.keep, clip_v_mask(stats["S"], stats["S_baseline"], advantages, mask, mu=0.1, max_frac=0))
+    assert clip_v.metrics["entropy_dynamics/clip_count"] == 1.0  # max_frac 0: still the one most violating token
