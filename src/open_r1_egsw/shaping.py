@@ -79,7 +79,8 @@ def shape_advantages(
             advantages, entropies, mask, settings.num_generations, alpha=settings.alpha,
             temperature=settings.temperature, granularity=settings.granularity, weight_scale=settings.weight_scale,
         )  # fmt: skip
-        metrics.update({f"egsw/{key}": value for key, value in egsw_weight_stats(weights, mask, settings.num_generations).items()})  # fmt: skip
+        weight_stats = egsw_weight_stats(weights, mask, settings.num_generations)
+        metrics.update({f"egsw/{key}": value for key, value in weight_stats.items()})
         metrics["egsw/entropy_mean"] = masked_mean(entropies, mask).item()
         metrics["egsw/alpha"] = settings.alpha
         metrics["egsw/temperature"] = settings.temperature
