@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "rank_truth.py"
@@ -34,7 +35,7 @@ def run_script(model_dir, out: Path, processes: int) -> None:
     else:  # PITFALLS: --multi_gpu with use_cpu, or accelerate silently runs one process
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(ROOT / "recipes/accelerate_configs/ddp_cpu.yaml"), "--multi_gpu", "--num_processes",
-               str(processes), "--main_process_port", "29531", str(SCRIPT), str(model_dir), str(out)]  # fmt: skip
+               str(processes), "--main_process_port", str(free_port()), str(SCRIPT), str(model_dir), str(out)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
