@@ -64,7 +64,6 @@ def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
 
     from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
     from open_r1_egsw.grpo import build_trainer
-    from open_r1_egsw.token_stats import complete
     from open_r1_egsw.utils import parse_recipe_args
 
     argv = [
@@ -88,23 +87,21 @@ def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
     linear = trainer._causal_lm().model.layers[0].mlp.down_proj
     linear.register_forward_hook(lambda module, args, output: layer_dtypes.append(output.dtype))
 
-    used, compared, worst, first = [], 0, {}, {}
-    advantage_factor = trainer._advantage_factor
-    trainer._advantage_factor = lambda adv, mask, stats, mode: (
-        used.append(stats) or advantage_factor(adv, mask, stats, mode)
-    )
-    generate_and_score = trainer._generate_and_score_completions
+    compared, worst, first = 0, {}, {}
+    sampling_stats = trainer._sampling_token_stats  # called once per generation batch, for the methods that use any
 
-    def generate_and_compare(inputs):
+    def stats_and_compare(batch, mode):
         nonlocal compared
-        used.clear()
-        batch = generate_and_score(inputs)
-        if need and trainer.model.training:
-            check(len(used) == 1, f"{name}: {len(used)} statistics records for one generation batch")
-            reference = complete(trainer._extra_forward_stats(batch, "train", need), need)
+        stats = sampling_stats(batch, mode)
+        if mode == "train":
+            trainer._captured_stats = trainer._recorder = None  # nothing captured: token_stats' extra-forward source
+            reference = sampling_stats(batch, mode)
             mask = batch["completion_mask"].bool()
+            check(
+                set(stats) == set(need) == set(reference), f"{name}: statistics {sorted(stats)}, need {sorted(need)}"
+            )
             for key in sorted(need):
-                got, want = used[0][key][mask].float(), reference[key][mask].float()
+                got, want = stats[key][mask].float(), reference[key][mask].float()
                 worst[key] = max(worst.get(key, 0.0), (got - want).abs().max().item())
                 try:
                     torch.testing.assert_close(got, want, **BF16_TOLERANCE)
@@ -112,6 +109,13 @@ def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
                     detail = " ".join(str(err).split())
                     raise CheckFailed(f"{name}: {key} from generation != extra-forward: {detail}") from None
             compared += 1
+        return stats
+
+    trainer._sampling_token_stats = stats_and_compare
+    generate_and_score = trainer._generate_and_score_completions
+
+    def generate_and_compare(inputs):
+        batch = generate_and_score(inputs)  # the advantages in it are the ones the loss uses (EGSW: per token)
         if not first:
             first["batch"] = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
             first["before"] = surrogate(trainer, first["batch"])
