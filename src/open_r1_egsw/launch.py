@@ -23,10 +23,9 @@ TP x DP GPUs: the last node of a multi-node allocation, or the last GPUs of a si
 among the node's assigned GPUs (CUDA_VISIBLE_DEVICES, else SLURM_JOB_GPUS), mapped to their ids. vLLM's TP size is
 checked against the model's heads (parallel.check_tensor_parallel).
 
-`--device auto` (the default) renders for CUDA when torch sees it; when it does not but the allocation has GPUs
-(Slurm's variables, CUDA_VISIBLE_DEVICES, --gpus) it stops with one line naming the driver and torch's CUDA. CPU runs
-on such an allocation say so with `--device cpu` (the local Slurm test cluster, whose GPUs are placeholders).
-On a CPU host one process runs plain `python grpo.py`. More processes need
+`--device auto` renders for CUDA when torch sees it; an allocation with GPUs torch cannot see (Slurm's variables,
+CUDA_VISIBLE_DEVICES, --gpus) stops with one line (driver, torch's CUDA); `--device cpu` runs on the CPU on purpose
+(the local Slurm test cluster). On a CPU host one process runs plain `python grpo.py`. More processes need
 an accelerate config with `use_cpu: true` (ddp_cpu.yaml, the CPU default, or zero3_cpu.yaml): `accelerate launch
 --num_processes 2` without a MULTI_GPU/DeepSpeed config silently runs one process on CPU. Two more flags reach the
 trainer, each measured (tests/test_distributed.py): for DDP `--multi_gpu` and `--use_cpu true` (accelerate's MULTI_GPU
@@ -49,7 +48,7 @@ from pathlib import Path
 
 import yaml
 
-from open_r1_egsw.allocation import VLLM_MODES, Plan, gpu_ids_at, make_plan, require_torch_gpus  # noqa: F401
+from open_r1_egsw.allocation import VLLM_MODES, gpu_ids_at, make_plan, require_torch_gpus
 from open_r1_egsw.parallel import check_tensor_parallel
 from open_r1_egsw.utils import ConfigError, cli_entry, parse_recipe_args
 
