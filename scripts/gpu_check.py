@@ -11,8 +11,9 @@ For every recipe, from the embedded SFT warm start (DIR/sft-model, DIR/data: `py
   generation logits, equals the "extra-forward" source (TRL's fused-head policy forward, token_stats.py) on the same
   batch within the bf16 tolerance (rtol = atol = 1.6e-2: two bf16 ulps at 1, the two paths round differently);
 - the loss: every logged loss is finite, and the loss falls: the policy-gradient surrogate -mean(A log p) of the
-  first generation batch, evaluated the same way before and after the first optimizer step (which trains on exactly
-  that batch: one step per generation, no accumulation, no warm-up; fp32 weights, bf16 compute), is lower after it.
+  first generation batch with non-zero advantages, evaluated the same way before and after the optimizer step that
+  trains on exactly that batch (one step per generation, no accumulation, no warm-up; fp32 weights, bf16 compute), is
+  lower after it.
   (GRPO's own loss is not a falling quantity: with normalised advantages it is about 0 at every on-policy step.)
 Writes OUT/gpu_check.json and prints one line per recipe; exits 1 (with the failing check) on the first failure,
 2 without a CUDA device.
@@ -32,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {name: ROOT / "recipes" / "tiny" / name / "config.yaml" for name in ("egsw", "clip_v", "grpo")}
 BF16_TOLERANCE = {"rtol": 1.6e-2, "atol": 1.6e-2}
+IN_SURROGATE = []  # non-empty while the fp32 surrogate runs (the bf16 check ignores those forwards)
 
 
 class CheckFailed(AssertionError):
@@ -44,17 +46,23 @@ def check(condition: bool, message: str) -> None:
 
 
 def surrogate(trainer, batch: dict) -> float:
-    """-mean over completion tokens of A * log p, the loss whose gradient GRPO follows (the trainer's own forward)."""
+    """-mean over completion tokens of A * log p, the loss whose gradient GRPO follows, in fp32 (the model class's plain
+    forward, outside the bf16 autocast accelerate wraps the instance's forward in, at the trainer's temperature), so
+    that one optimizer step at the recipe's learning rate is not lost in bf16 rounding."""
+    model = trainer._causal_lm()
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
     attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model, ids, attention, batch["completion_ids"].size(1), batch_size=ids.size(0)
-        )
+    width = batch["completion_ids"].size(1)
+    IN_SURROGATE.append(True)
+    with torch.no_grad(), torch.autocast(ids.device.type, enabled=False):
+        logits = type(model).forward(model, input_ids=ids, attention_mask=attention).logits[:, -width - 1 : -1]
+        logps = torch.log_softmax(logits.float() / trainer.temperature, dim=-1)
+        logps = logps.gather(-1, batch["completion_ids"][..., None])[..., 0]
+    IN_SURROGATE.clear()
     advantages = batch["advantages"].float()
     advantages = advantages[:, None] if advantages.dim() == 1 else advantages
     mask = batch["completion_mask"].float()
-    return (-(advantages * logps.float() * mask).sum() / mask.sum()).item()
+    return (-(advantages * logps * mask).sum() / mask.sum()).item()
 
 
 def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
@@ -85,7 +93,9 @@ def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
 
     layer_dtypes = []  # a linear layer's output: bf16 under the bf16 autocast accelerate wraps the forward in
     linear = trainer._causal_lm().model.layers[0].mlp.down_proj
-    linear.register_forward_hook(lambda module, args, output: layer_dtypes.append(output.dtype))
+    linear.register_forward_hook(
+        lambda module, args, output: None if IN_SURROGATE else layer_dtypes.append(output.dtype)
+    )
 
     compared, worst, first = 0, {}, {}
     sampling_stats = trainer._sampling_token_stats  # called once per generation batch, for the methods that use any
@@ -116,16 +126,18 @@ def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
 
     def generate_and_compare(inputs):
         batch = generate_and_score(inputs)  # the advantages in it are the ones the loss uses (EGSW: per token)
-        if not first:
+        # the first batch with a gradient (not every group's rewards equal)
+        if not first and batch["advantages"].abs().sum() > 0:
             first["batch"] = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
             first["before"] = surrogate(trainer, first["batch"])
+            first["step"] = trainer.state.global_step + 1  # the optimizer step that trains on it
         return batch
 
     trainer._generate_and_score_completions = generate_and_compare
 
     class AfterFirstStep(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 1:
+            if first and state.global_step == first["step"]:
                 first["after"] = surrogate(trainer, first["batch"])
 
     trainer.add_callback(AfterFirstStep())
@@ -134,6 +146,7 @@ def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     check(layer_dtypes and all(d == torch.bfloat16 for d in layer_dtypes), f"{name}: forward not in bf16")
     check(len(losses) == steps and all(math.isfinite(x) for x in losses), f"{name}: losses {losses}")
+    check("after" in first, f"{name}: every generation batch had equal rewards in each group: no gradient")
     check(first["after"] < first["before"],
           f"{name}: the first batch's surrogate did not fall ({first['before']:.6g} -> {first['after']:.6g})")  # fmt: skip
     check(not need or compared == steps, f"{name}: {compared} of {steps} generation batches compared")
