@@ -11,10 +11,10 @@ For every recipe, from the embedded SFT warm start (DIR/sft-model, DIR/data: `py
   generation logits, equals the "extra-forward" source (TRL's fused-head policy forward, token_stats.py) on the same
   batch within the bf16 tolerance (rtol = atol = 1.6e-2: two bf16 ulps at 1, the two paths round differently);
 - the loss: every logged loss is finite, and the loss falls: the policy-gradient surrogate -mean(A log p) of the
-  first generation batch with non-zero advantages, evaluated the same way before and after the optimizer step that
-  trains on exactly that batch (one step per generation, no accumulation, no warm-up; fp32 weights, bf16 compute), is
-  lower after it.
-  (GRPO's own loss is not a falling quantity: with normalised advantages it is about 0 at every on-policy step.)
+  first generation batch with non-zero advantages, evaluated in fp32 before and after the optimizer step that trains
+  on exactly that batch (one step per generation, no accumulation, no warm-up; fp32 weights, bf16 compute), is lower
+  after it. (GRPO's own logged loss is not a falling quantity: with normalised advantages it is about 0 at every
+  on-policy step.) tests/test_gpu_check.py runs all of this on the CPU, the CUDA and Triton checks faked.
 Writes OUT/gpu_check.json and prints one line per recipe; exits 1 (with the failing check) on the first failure,
 2 without a CUDA device.
 """
