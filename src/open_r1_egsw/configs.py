@@ -271,6 +271,15 @@ class GRPOScriptArguments(ScriptArgumentsMixin, trl.ScriptArguments):
     eval_max_new_tokens: int = field(
         default=64, metadata={"help": "Max new tokens for the before/after greedy accuracy check."}
     )
+    stop_tokens: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Tokens that also end a completion, besides the tokenizer's EOS and the model's "
+            "generation_config eos_token_id: e.g. '<|im_end|>' for a base model whose EOS is '<|endoftext|>' while its "
+            "chat template ends turns with '<|im_end|>'. Added to the model's generation_config (TRL's transformers "
+            "generation, its completion masks) and, with vLLM, to generation_kwargs' stop_token_ids."
+        },
+    )
 
 
 @dataclass

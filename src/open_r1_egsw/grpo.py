@@ -24,7 +24,7 @@ from trl import ModelConfig, get_peft_config
 from open_r1_egsw.checkpoints import finished_step, resolve_checkpoint
 from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
 from open_r1_egsw.data import load_dataset_any, require_columns, require_split, to_prompt_dataset
-from open_r1_egsw.model_utils import load_model_and_tokenizer
+from open_r1_egsw.model_utils import apply_stop_tokens, load_model_and_tokenizer
 from open_r1_egsw.quick_eval import greedy_accuracy
 from open_r1_egsw.rewards import get_reward_funcs
 from open_r1_egsw.trainer import EGSWTrainer
@@ -65,6 +65,7 @@ def build_trainer(
     model, tokenizer = load_model_and_tokenizer(model_args, training_args)
     if script_args.chat_template is not None:  # open-r1's field: replaces the tokenizer's template
         tokenizer.chat_template = script_args.chat_template
+    apply_stop_tokens(model, tokenizer, training_args, script_args.stop_tokens)
     train_dataset = to_prompt_dataset(train_split, script_args.dataset_prompt_column, script_args.system_prompt)
     eval_dataset = None
     if training_args.eval_strategy != "no" and test_split is not None:

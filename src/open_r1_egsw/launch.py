@@ -6,12 +6,11 @@ so a value overridden on the command line is the value the plan sees. Three subc
     # print (and with --exec, run) the training command: `accelerate launch ... grpo.py --config R ...`
     python -m open_r1_egsw.launch train --recipe R [--accelerate-config F] [--num-processes N]
         [--num-machines M --machine-rank K --main-process-ip H --main-process-port P]
-        [--vllm-mode server|colocate|none] [--vllm-server-host H] [--vllm-server-port P] [--gpu-ids 0,1]
+        [--vllm-mode server|colocate|none] [--vllm-server-host H] [--vllm-server-port P] [--gpu-ids 0,1 | --gpu-slots 0,1]
         [--device auto|cpu|cuda] [--gpus G] [--exec] [-- GRPO_ARGS...]
     # print (and run) the vLLM server for the recipe's model: vLLM's OpenAI server with `trl vllm-serve`'s flags
-    python -m open_r1_egsw.launch serve --recipe R [--vllm-tp T] [--vllm-dp D] [--port P] [--gpu-ids 7]
-        [--enforce-eager] [--exec]
-        [-- GRPO_ARGS...]
+    python -m open_r1_egsw.launch serve --recipe R [--vllm-tp T] [--vllm-dp D] [--port P] [--gpu-ids 7 | --gpu-slots 7]
+        [--train-processes N] [--enforce-eager] [--exec] [-- GRPO_ARGS...]
     # shell variables for slurm/train.slurm: the vLLM mode, the node and GPU split (eval "$(... slurm-plan ...)")
     python -m open_r1_egsw.launch slurm-plan --recipe R --nodes N --gpus-per-node G [--vllm-tp T] [--vllm-dp D]
         [-- GRPO_ARGS...]
@@ -19,10 +18,14 @@ so a value overridden on the command line is the value the plan sees. Three subc
 GRPO_ARGS (after `--`) are grpo.py's flags overriding the recipe; every subcommand reads the recipe with them, so the
 plan and the server (its model) agree with what the trainer will see.
 
-GPU split (`make_plan`): without vLLM or in colocate mode every GPU trains. In server mode the server takes
-TP x DP GPUs: the last node of a multi-node allocation, or the last GPUs of a single node.
+GPU split (allocation.make_plan): without vLLM or in colocate mode every GPU trains. In server mode the server takes
+TP x DP GPUs: the last node of a multi-node allocation, or the last GPUs of a single node. The split is in positions
+among the node's assigned GPUs (CUDA_VISIBLE_DEVICES, else SLURM_JOB_GPUS), mapped to their ids. vLLM's TP size is
+checked against the model's heads (parallel.check_tensor_parallel).
 
-On a host without CUDA (tests, the local Slurm cluster) one process runs plain `python grpo.py`. More processes need
+`--device auto` renders for CUDA when torch sees it; an allocation with GPUs torch cannot see (Slurm's variables,
+CUDA_VISIBLE_DEVICES, --gpus) stops with one line (driver, torch's CUDA); `--device cpu` runs on the CPU on purpose
+(the local Slurm test cluster). On a CPU host one process runs plain `python grpo.py`. More processes need
 an accelerate config with `use_cpu: true` (ddp_cpu.yaml, the CPU default, or zero3_cpu.yaml): `accelerate launch
 --num_processes 2` without a MULTI_GPU/DeepSpeed config silently runs one process on CPU. Two more flags reach the
 trainer, each measured (tests/test_distributed.py): for DDP `--multi_gpu` and `--use_cpu true` (accelerate's MULTI_GPU
@@ -41,11 +44,12 @@ import shlex
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from open_r1_egsw.allocation import VLLM_MODES, gpu_ids_at, make_plan, require_torch_gpus
+from open_r1_egsw.parallel import check_tensor_parallel
 from open_r1_egsw.utils import ConfigError, cli_entry, parse_recipe_args
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -54,84 +58,9 @@ GRPO_SCRIPT = PACKAGE_DIR / "grpo.py"
 ACCELERATE_CONFIGS = REPO_ROOT / "recipes" / "accelerate_configs"
 DEFAULT_GPU_CONFIG = ACCELERATE_CONFIGS / "zero3.yaml"
 DEFAULT_CPU_CONFIG = ACCELERATE_CONFIGS / "ddp_cpu.yaml"
-VLLM_MODES = ("server", "colocate", "none")
 LOCAL_HOSTS = ("0.0.0.0", "127.0.0.1", "localhost")
 # Variables by which accelerate decides it is one rank of a distributed run (see read_recipe).
 DISTRIBUTED_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Where the trainer and the vLLM server run, for `nodes` nodes of `gpus_per_node` GPUs each."""
-
-    vllm_mode: str  # "server" | "colocate" | "none"
-    nodes: int
-    gpus_per_node: int
-    vllm_tp: int
-    vllm_dp: int
-    server_node_index: int  # index into the allocation's node list; -1 without a server
-    server_gpu_ids: str  # CUDA_VISIBLE_DEVICES of the server step; "" without a server
-    train_nodes: int  # the first `train_nodes` nodes train
-    train_procs_per_node: int  # one process per training GPU (one per node on a CPU-only allocation)
-    train_gpu_ids: str  # CUDA_VISIBLE_DEVICES of each training node; "" on a CPU-only allocation
-
-    @property
-    def num_processes(self) -> int:
-        return self.train_nodes * self.train_procs_per_node
-
-    def shell(self) -> dict[str, str | int]:
-        return {
-            "USE_VLLM": int(self.vllm_mode != "none"), "VLLM_MODE": self.vllm_mode, "VLLM_TP": self.vllm_tp,
-            "VLLM_DP": self.vllm_dp, "VLLM_GPUS": self.vllm_tp * self.vllm_dp if self.vllm_mode == "server" else 0,
-            "SERVER_NODE_INDEX": self.server_node_index, "SERVER_GPU_IDS": self.server_gpu_ids,
-            "TRAIN_NODES": self.train_nodes, "TRAIN_PROCS_PER_NODE": self.train_procs_per_node,
-            "NUM_PROCESSES": self.num_processes, "TRAIN_GPU_IDS": self.train_gpu_ids,
-        }  # fmt: skip
-
-
-def _ids(start: int, stop: int) -> str:
-    return ",".join(str(i) for i in range(start, stop))
-
-
-def make_plan(vllm_mode: str, nodes: int, gpus_per_node: int, vllm_tp: int = 1, vllm_dp: int = 1) -> Plan:
-    """Split `nodes` x `gpus_per_node` between training and the vLLM server; ConfigError when it cannot fit."""
-    if nodes < 1:
-        raise ConfigError(f"the allocation must have at least 1 node, got {nodes}.")
-    if gpus_per_node < 0 or vllm_tp < 1 or vllm_dp < 1:
-        raise ConfigError(
-            f"GPUs per node must be >= 0 and vLLM TP/DP >= 1, got {gpus_per_node}, {vllm_tp}, {vllm_dp}."
-        )
-    if vllm_mode not in VLLM_MODES:
-        raise ConfigError(f"vllm mode {vllm_mode!r} is not valid; choose one of: {', '.join(VLLM_MODES)}.")
-    all_gpus = _ids(0, gpus_per_node)
-    if vllm_mode != "server":
-        if vllm_mode == "colocate" and gpus_per_node % vllm_tp:
-            raise ConfigError(
-                f"vLLM colocate mode with tensor parallel size {vllm_tp} needs a GPU count per node divisible by "
-                f"it; this allocation has {gpus_per_node} GPU(s) per node."
-            )
-        return Plan(vllm_mode, nodes, gpus_per_node, vllm_tp, vllm_dp, -1, "", nodes, max(gpus_per_node, 1), all_gpus)
-    server_gpus = vllm_tp * vllm_dp
-    if gpus_per_node < 1:
-        raise ConfigError("vLLM server mode needs GPUs, and this allocation has none (GPUs per node: 0).")
-    if nodes == 1:
-        train_gpus = gpus_per_node - server_gpus
-        if train_gpus < 1:
-            raise ConfigError(
-                f"vLLM server mode on 1 node with {gpus_per_node} GPU(s): the server takes TPxDP={server_gpus} and "
-                "no GPU is left for training; ask for more GPUs or a second node, or use --vllm-mode colocate."
-            )
-        server_ids = _ids(train_gpus, gpus_per_node)
-        return Plan("server", 1, gpus_per_node, vllm_tp, vllm_dp, 0, server_ids, 1, train_gpus, _ids(0, train_gpus))
-    if server_gpus > gpus_per_node:
-        raise ConfigError(
-            f"the vLLM server (TPxDP={server_gpus} GPUs) does not fit on one node of {gpus_per_node} GPU(s); "
-            "lower --vllm-tp/--vllm-dp."
-        )
-    return Plan(
-        "server", nodes, gpus_per_node, vllm_tp, vllm_dp, nodes - 1, _ids(0, server_gpus), nodes - 1, gpus_per_node,
-        all_gpus,
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -139,12 +68,26 @@ def make_plan(vllm_mode: str, nodes: int, gpus_per_node: int, vllm_tp: int = 1, 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def cuda_available(device: str) -> bool:
-    if device != "auto":
-        return device == "cuda"
-    import torch
+def cuda_available(args: argparse.Namespace) -> bool:
+    """--device cuda/cpu as given; auto: whether torch sees CUDA, and an error line when it does not but the
+    allocation (Slurm, CUDA_VISIBLE_DEVICES or --gpus) has GPUs (allocation.require_torch_gpus)."""
+    if args.device != "auto":
+        return args.device == "cuda"
+    return require_torch_gpus(args.gpus)
 
-    return torch.cuda.is_available()
+
+def gpu_ids(args: argparse.Namespace, positions: str | None) -> str | None:
+    """--gpu-ids as given, else --gpu-slots (or the plan's `positions`) mapped to the GPU ids assigned to this node."""
+    if args.gpu_ids is not None:
+        return args.gpu_ids
+    slots = args.gpu_slots if args.gpu_slots is not None else positions
+    return None if slots is None else gpu_ids_at(slots)
+
+
+def check_vllm_tp(model_args, tp: int, gpus: int | None, flag: str) -> None:
+    """vLLM's tensor-parallel size against the model's config (heads, KV heads) and the GPUs it may use."""
+    revision = model_args.model_revision if model_args.model_revision not in (None, "main") else None
+    check_tensor_parallel(model_args.model_name_or_path, tp, gpus, flag=flag, revision=revision)
 
 
 def read_recipe(recipe: str, grpo_args: list[str], world_size=None):
@@ -221,9 +164,9 @@ def display_path(path: Path) -> str:
 
 def train_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
     """The one command that trains `args.recipe` (see the module docstring)."""
-    cuda = cuda_available(args.device)
+    cuda = cuda_available(args)
     overrides = vllm_overrides(args.vllm_mode, args.vllm_server_host, args.vllm_server_port)
-    _, training_args, _ = read_recipe(
+    _, training_args, model_args = read_recipe(
         args.recipe, overrides + grpo_extra, world_size=lambda values: train_processes(args, cuda, values)[0]
     )
     config_path = args.accelerate_config or (DEFAULT_GPU_CONFIG if cuda else DEFAULT_CPU_CONFIG)
@@ -231,11 +174,14 @@ def train_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
     machines = args.num_machines
 
     env = []
-    processes, gpu_ids = train_processes(args, cuda, vars(training_args))
+    processes, positions = train_processes(args, cuda, vars(training_args))
     if processes < machines:
         raise ConfigError(f"--num-processes ({processes}) must be at least --num-machines ({machines}).")
-    if cuda and gpu_ids:
-        env.append(f"CUDA_VISIBLE_DEVICES={gpu_ids}")
+    if cuda and vllm_mode_of(training_args) == "colocate":
+        check_vllm_tp(model_args, training_args.vllm_tensor_parallel_size, None, "vllm_tensor_parallel_size")
+    ids = gpu_ids(args, positions) if cuda else None
+    if ids:
+        env.append(f"CUDA_VISIBLE_DEVICES={ids}")
 
     grpo = [display_path(GRPO_SCRIPT), "--config", args.recipe, *overrides]
     if not cuda and processes == 1 and machines == 1:  # a single CPU process needs no launcher
@@ -266,12 +212,13 @@ def train_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
 
 
 def train_processes(args: argparse.Namespace, cuda: bool, values: dict) -> tuple[int, str | None]:
-    """The number of training processes (all machines) and the training GPU ids, for recipe values `values`."""
-    machines, gpu_ids = args.num_machines, args.gpu_ids
+    """The number of training processes (all machines) and, when the server shares this machine, the positions of the
+    training GPUs among its GPUs (None: all of them), for recipe values `values`."""
+    machines = args.num_machines
     if args.num_processes is not None:
-        return args.num_processes, gpu_ids
+        return args.num_processes, None
     if not cuda:
-        return machines, gpu_ids  # CPU: one process per machine
+        return machines, None  # CPU: one process per machine
     mode = vllm_mode_of(values)
     gpus = torch_device_count() if args.gpus is None else args.gpus
     server_here = (
@@ -280,8 +227,8 @@ def train_processes(args: argparse.Namespace, cuda: bool, values: dict) -> tuple
     )  # fmt: skip
     if server_here:  # the server (make vllm-serve) holds this machine's last TPxDP GPUs
         plan = make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp)
-        return plan.num_processes, gpu_ids or plan.train_gpu_ids
-    return machines * make_plan(mode, machines, gpus, args.vllm_tp, args.vllm_dp).train_procs_per_node, gpu_ids
+        return plan.num_processes, plan.train_gpu_ids
+    return machines * make_plan(mode, machines, gpus, args.vllm_tp, args.vllm_dp).train_procs_per_node, None
 
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -300,13 +247,22 @@ def serve_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
     from trl.scripts.vllm_serve import ScriptArguments as ServeArguments
     from trl.scripts.vllm_serve import build_command
 
-    cuda = cuda_available(args.device)
+    cuda = cuda_available(args)
     gpus = (torch_device_count() if args.gpus is None else args.gpus) if cuda else 0
-    trainers = max(1, gpus - args.vllm_tp * args.vllm_dp)  # the trainer on this machine's other GPUs
+    # the run's training processes (train.slurm passes the plan's); default: the trainer on this machine's other GPUs
+    trainers = args.train_processes or max(1, gpus - args.vllm_tp * args.vllm_dp)
     _, training_args, model_args = read_recipe(args.recipe, grpo_extra, world_size=lambda values: trainers)
-    gpu_ids = args.gpu_ids
-    if gpu_ids is None and cuda:
-        gpu_ids = make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp).server_gpu_ids
+    check_vllm_tp(model_args, args.vllm_tp, None, "--vllm-tp")
+    ids = None
+    if cuda:
+        given = args.gpu_ids is not None or args.gpu_slots is not None
+        positions = None if given else make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp).server_gpu_ids
+        ids = gpu_ids(args, positions)
+        if len(ids.split(",")) < args.vllm_tp * args.vllm_dp:
+            raise ConfigError(
+                f"--vllm-tp {args.vllm_tp} x --vllm-dp {args.vllm_dp} needs {args.vllm_tp * args.vllm_dp} GPUs; "
+                f"the server has {len(ids.split(','))} (CUDA_VISIBLE_DEVICES={ids})."
+            )
     model = model_args.model_name_or_path
     serve_args = ServeArguments(
         model=model,
@@ -324,13 +280,16 @@ def serve_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
     if command[cli - 1 : cli + 3] != ["-m", "vllm.entrypoints.cli.main", "serve", model]:
         raise RuntimeError(f"TRL's vllm-serve command changed shape (pinned trl 1.16.0): {command[:6]}")
     command[cli - 1 : cli + 3] = ["-m", SERVER_MODULE, "--model", model]
-    env = ["VLLM_SERVER_DEV_MODE=1"] + ([f"CUDA_VISIBLE_DEVICES={gpu_ids}"] if gpu_ids else [])
+    env = ["VLLM_SERVER_DEV_MODE=1"] + ([f"CUDA_VISIBLE_DEVICES={ids}"] if ids else [])
     return env_prefix(env) + command
 
 
 def slurm_plan(args: argparse.Namespace, grpo_extra: list[str]) -> dict[str, str | int]:
-    """The shell variables slurm/train.slurm evaluates: plan + what the server step needs from the recipe."""
-    cuda = cuda_available(args.device)
+    """The shell variables slurm/train.slurm evaluates: plan + what the server step needs from the recipe, and
+    RESUME=1 when the output directory holds a complete checkpoint or a finished run (a re-queued job resumes)."""
+    from open_r1_egsw.checkpoints import finished_step, last_complete_checkpoint
+
+    cuda = cuda_available(args)
     overrides = vllm_overrides(args.vllm_mode, None, None)
 
     def plan_for(values):
@@ -342,9 +301,16 @@ def slurm_plan(args: argparse.Namespace, grpo_extra: list[str]) -> dict[str, str
     config_path = args.accelerate_config or (DEFAULT_GPU_CONFIG if cuda else DEFAULT_CPU_CONFIG)
     read_accelerate_config(config_path)
     plan = plan_for(vars(training_args))
+    if plan.vllm_mode == "server":
+        check_vllm_tp(model_args, args.vllm_tp, None, "--vllm-tp")
+    elif plan.vllm_mode == "colocate":
+        check_vllm_tp(model_args, training_args.vllm_tensor_parallel_size, None, "vllm_tensor_parallel_size")
+    checkpoint, _ = last_complete_checkpoint(training_args.output_dir)
+    finished = finished_step(training_args.output_dir, training_args.max_steps) is not None
     return {
         **plan.shell(), "ACCELERATE_CONFIG": display_path(Path(config_path)), "MODEL": model_args.model_name_or_path,
         "VLLM_PORT": training_args.vllm_server_port, "OUTPUT_DIR": training_args.output_dir,
+        "RESUME": int(finished or checkpoint is not None), "LAST_CHECKPOINT": checkpoint or "",
     }  # fmt: skip
 
 
@@ -384,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="render for this device; auto: CUDA if torch sees it")  # fmt: skip
     common.add_argument("--gpus", type=int, help="GPUs on this machine (default: torch.cuda.device_count())")
     common.add_argument("--gpu-ids", help="CUDA_VISIBLE_DEVICES for the command (default: from the GPU split)")
+    common.add_argument("--gpu-slots", help="positions among this node's assigned GPUs (CUDA_VISIBLE_DEVICES, else "
+                        "SLURM_JOB_GPUS), e.g. 0,1: what train.slurm passes (default: from the GPU split)")  # fmt: skip
     common.add_argument("--exec", action="store_true", help="run the command (os.execvp) after printing it")
 
     train = sub.add_parser("train", parents=[common], help="render the training command")
@@ -400,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="render the vLLM server command for the recipe's model")
     serve.add_argument("--port", type=int, help="server port (default: the recipe's vllm_server_port)")
     serve.add_argument("--enforce-eager", action="store_true", help="vLLM --enforce-eager: no graph capture/compile")
+    serve.add_argument("--train-processes", type=int, help="the run's training processes, for the recipe's batch "
+                       "checks (default: this machine's GPUs left to the trainer)")  # fmt: skip
 
     plan = sub.add_parser("slurm-plan", parents=[common], help="shell variables for slurm/train.slurm")
     plan.add_argument("--nodes", type=int, required=True)

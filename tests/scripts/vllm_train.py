@@ -67,7 +67,7 @@ def sync_and_compare(original):
         hf = {name: p.detach() for name, p in self.model.named_parameters()}
         worst, checksum, compared, packed = 0.0, 0.0, [], []
         for name, param in vllm_model.named_parameters():
-            if param.numel() == 0:  # vLLM's CPU backend moved this linear weight into a packed (oneDNN) kernel
+            if param.numel() == 0:  # vLLM's CPU backend moved this linear weight into a packed kernel
                 packed.append(name)
                 continue
             want = expected_vllm_tensor(name, hf).to(param.dtype)
