@@ -82,22 +82,25 @@ bench-scaling: $(STAMP)
 
 # Method comparison (README "Results"): the 8 methods of compare.METHODS on the demo task (demo_task.py: solution
 # paths of different lengths, real sampling entropy; recipes/demo/), seeds 0-4 -> reports/compare/ (compare.md/.json
-# + PNGs). TASK=tiny runs the embedded task's recipes (recipes/tiny/) -> reports/compare-tiny/. ARGS go to
-# compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4".
-TASK ?= demo
+# + PNGs). EXP_TASK=tiny runs the embedded task's recipes (recipes/tiny/) -> reports/compare-tiny/. ARGS go to
+# compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4". (TASK is evaluation's benchmark list, as in
+# open-r1's `make evaluate TASK=...`; compare and sweep refuse it, so that TASK=tiny is never silently ignored.)
+EXP_TASK ?= demo
 TASK_BUILD_demo = demo_task
 TASK_BUILD_tiny = embedded
-# the module that builds and warm-starts TASK (expanded only when compare or sweep runs)
-TASK_BUILD = $(or $(TASK_BUILD_$(TASK)),$(error TASK must be demo or tiny, not '$(TASK)'))
+# the module that builds and warm-starts EXP_TASK (expanded only when compare or sweep runs)
+TASK_BUILD = $(if $(filter command line,$(origin TASK)),$(error TASK names evaluation's benchmarks; \
+	compare and sweep take EXP_TASK=demo or EXP_TASK=tiny))$(or $(TASK_BUILD_$(EXP_TASK)),$(error EXP_TASK must be \
+	demo or tiny, not '$(EXP_TASK)'))
 compare: $(STAMP)
 	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
-	$(PY) -m open_r1_egsw.compare --task $(TASK) $(ARGS)
+	$(PY) -m open_r1_egsw.compare --task $(EXP_TASK) $(ARGS)
 
 # EGSW sweep: alpha in {0.1,0.3,0.5,0.8} x P in {0.5,1,1.8} on seed 0, then seeds 1 2 at the best cell and the
-# paper's two settings (0.3, 1) and (0.8, 1.8) -> reports/sweep/ (TASK=tiny: reports/sweep-tiny/)
+# paper's two settings (0.3, 1) and (0.8, 1.8) -> reports/sweep/ (EXP_TASK=tiny: reports/sweep-tiny/)
 sweep: $(STAMP)
 	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
-	$(PY) -m open_r1_egsw.compare sweep --task $(TASK) $(ARGS)
+	$(PY) -m open_r1_egsw.compare sweep --task $(EXP_TASK) $(ARGS)
 
 # ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----
 #   make evaluate                      # embedded tiny model, offline on CPU, synthetic local rows (a few minutes)
