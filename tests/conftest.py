@@ -27,11 +27,11 @@ def tiny_assets(tmp_path_factory):
 @pytest.fixture(scope="session")
 def embedded_default(tmp_path_factory):
     """`python -m open_r1_egsw.embedded --warm-start`, the first step of `make train`, in a temporary root: the full
-    default assets and the real SFT warm start (about 4 minutes on 2 cores), built once per session and shared by the
-    slow tests that start from it. Returns its printed paths plus `root`."""
+    default assets and the real SFT warm start (about 4 minutes on 2 idle cores; over 30 under a load average of 5),
+    built once per session and shared by the slow tests that start from it. Returns its printed paths plus `root`."""
     root = tmp_path_factory.mktemp("embedded-default")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     build = subprocess.run([sys.executable, "-m", "open_r1_egsw.embedded", "--root", str(root), "--warm-start"],
-                           capture_output=True, text=True, env=env, timeout=1800, cwd=ROOT)  # fmt: skip
+                           capture_output=True, text=True, env=env, timeout=3600, cwd=ROOT)  # fmt: skip
     assert build.returncode == 0, build.stderr[-3000:]
     return {**json.loads(build.stdout.strip().splitlines()[-1]), "root": str(root)}
