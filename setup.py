@@ -81,7 +81,7 @@ setup(
     long_description_content_type="text/markdown",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     install_requires=install_requires,
     extras_require=extras,
 )

@@ -264,16 +264,22 @@ def test_crashed_run_keeps_finished_results(tiny_assets, tmp_path):
 
 @pytest.mark.parametrize("task, builder", [("demo", "demo_task"), ("tiny", "embedded"), ("bogus", None)])
 def test_make_compare_and_sweep_pick_the_task(task, builder):
-    """`make compare` / `make sweep` warm-start the task they compare (the demo task unless TASK=tiny); another TASK
-    is one error line naming it (make -n: the commands are printed, not run). The demo case passes no TASK."""
-    task_args = [] if task == "demo" else [f"TASK={task}"]
+    """`make compare` / `make sweep` warm-start the task they compare (the demo task unless EXP_TASK=tiny); another
+    EXP_TASK is one error line naming it, and so is TASK (evaluation's benchmark list) on the command line (make -n:
+    the commands are printed, not run). The demo case passes no EXP_TASK."""
+    task_args = [] if task == "demo" else [f"EXP_TASK={task}"]
     commands = {"compare": "-m open_r1_egsw.compare --task", "sweep": "-m open_r1_egsw.compare sweep --task"}
     for target, command in commands.items():
         proc = subprocess.run(["make", "-n", target, *task_args], cwd=ROOT, capture_output=True, text=True)
         if builder is None:
-            assert proc.returncode != 0 and "TASK must be demo or tiny, not 'bogus'" in proc.stderr, proc.stderr
+            assert proc.returncode != 0 and "EXP_TASK must be demo or tiny, not 'bogus'" in proc.stderr, proc.stderr
             continue
         assert proc.returncode == 0, proc.stderr
         lines = proc.stdout.splitlines()
         assert any(line.endswith(f"-m open_r1_egsw.{builder} --warm-start") for line in lines), lines
         assert any(f"{command} {task}" in line for line in lines), lines
+        proc = subprocess.run(["make", "-n", target, f"TASK={task}"], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 2 and "open_r1_egsw.compare" not in proc.stdout, proc.stdout
+        assert (
+            "TASK names evaluation's benchmarks; compare and sweep take EXP_TASK=demo or EXP_TASK=tiny" in proc.stderr
+        )

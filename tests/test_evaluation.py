@@ -305,7 +305,7 @@ def test_end_to_end_every_task_and_retrained_checkpoint(tiny_assets, tmp_path):
     shutil.copytree(tiny_assets.base_model, model)
     data = write_local_data(tmp_path / "data", rows=3)
     out = tmp_path / "results"
-    common = ["--model", model, "--profile", "embedded", "--max-new-tokens", 8]
+    common = ["--model", model, "--profile", "embedded", "--max-new-tokens", 8, "--temperature", 0.6]
     common += ["--data-dir", data, "--output-dir", out]
     proc = evaluate(*common, "--tasks", "all", "--num-samples", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -318,7 +318,12 @@ def test_end_to_end_every_task_and_retrained_checkpoint(tiny_assets, tmp_path):
         result = json.loads((out / "model" / f"{slug}.json").read_text())
         assert result["task"] == name and result["num_rows"] == 3 and result["num_skipped_gold"] == 0
         assert 0.0 <= result["metrics"]["pass@1"] <= 1.0 and 0.0 <= result["metrics"]["answer_rate"] <= 1.0
-        assert result["generation"] == {**EMBEDDED.to_dict(), "max_new_tokens": 8, "num_samples": 2}
+        assert result["generation"] == {
+            **EMBEDDED.to_dict(),
+            "max_new_tokens": 8,
+            "num_samples": 2,
+            "temperature": 0.6,
+        }
         assert result["data"] == str((data / slug).resolve())
         details = [json.loads(line) for line in (out / "model" / "details" / f"{slug}.jsonl").read_text().splitlines()]
         assert len(details) == 3 and all(len(d["completions"]) == 2 for d in details)
@@ -380,13 +385,13 @@ def embedded_test_rows(assets, n: int) -> list[dict]:
 
 def test_embedded_profile_prompt_is_the_training_prompt(lighteval_tasks, tiny_assets):
     """The embedded profile (and the tiny recipes' prompt) renders exactly the text the trainer sends: the recipe's
-    system prompt, the problem alone, the chat template; the benchmark profile stays open-r1's standard prompt."""
+    system prompt, the problem alone, the chat template; the qwen profile is the problem and Qwen's instruction."""
     from lighteval.tasks.prompt_manager import PromptManager
     from transformers import AutoTokenizer
 
     from open_r1_egsw.data import conversation_prompt
     from open_r1_egsw.embedded import SYSTEM_PROMPT
-    from open_r1_egsw.evaluation.settings import MATH_INSTRUCTION, prompt_from_recipe
+    from open_r1_egsw.evaluation.settings import QWEN, QWEN_INSTRUCTION, prompt_from_recipe
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_assets.base_model)
     (row,) = embedded_test_rows(tiny_assets, 1)
@@ -397,16 +402,16 @@ def test_embedded_profile_prompt_is_the_training_prompt(lighteval_tasks, tiny_as
         assert GenerationSettings(**{**BENCHMARK.to_dict(), **prompt_from_recipe(ROOT / recipe)}).system_prompt == (
             SYSTEM_PROMPT
         )
-        assert prompt_from_recipe(ROOT / recipe) == {"system_prompt": SYSTEM_PROMPT, "instruction": None,
-                                                     "chat_template": True}  # fmt: skip
+        assert prompt_from_recipe(ROOT / recipe) == {"prompt_template": "problem", "system_prompt": SYSTEM_PROMPT,
+                                                     "instruction": None, "chat_template": True}  # fmt: skip
     assert (EMBEDDED.system_prompt, EMBEDDED.instruction, EMBEDDED.chat_template) == (SYSTEM_PROMPT, None, True)
     for task in ("math_500", "aime24", "aime25"):
         doc = lighteval_tasks.build_task_config(task, EMBEDDED).prompt_function({**row, "__index": 0}, task)
         rendered = PromptManager(True, tokenizer, EMBEDDED.system_prompt).prepare_prompt(doc)
         assert rendered == trained
-    benchmark = lighteval_tasks.build_task_config("math_500", BENCHMARK).prompt_function({**row, "__index": 0}, "m")
-    assert benchmark.query == f"{row['problem']}\n\n{MATH_INSTRUCTION}" and BENCHMARK.system_prompt is None
-    assert MATH_INSTRUCTION == "Please reason step by step, and put your final answer within \\boxed{}."
+    qwen = lighteval_tasks.build_task_config("math_500", QWEN).prompt_function({**row, "__index": 0}, "m")
+    assert qwen.query == f"{row['problem']}\n\n{QWEN_INSTRUCTION}" and QWEN.system_prompt is None
+    assert QWEN_INSTRUCTION == "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def test_prompt_that_does_not_fit_is_skipped_and_counted(lighteval_tasks):

@@ -3,6 +3,7 @@
 import json
 
 from open_r1_egsw import report
+from open_r1_egsw.evaluation.settings import BENCHMARK, EMBEDDED, QWEN, QWEN_INSTRUCTION
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -19,7 +20,8 @@ def fake_result(results, model, task, pass1, stderr, answer_rate, rows, k, max_s
         "num_rows": rows,
         "max_samples": max_samples,
         "generation": {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 3072, "max_model_length": 4096,
-                       "num_samples": k, "seed": 1234, "system_prompt": None, **generation},
+                       "num_samples": k, "seed": 1234, "prompt_template": "lighteval", "system_prompt": None,
+                       "instruction": None, **generation},
     }  # fmt: skip
     path = results / model / f"{task.replace(':', '_')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,7 +32,8 @@ def fabricate(results):
     """Two models; egsw has two tasks (one partial), grpo has three; plus files the report must ignore."""
     fake_result(results, "qwen-egsw", "math_500", 0.75, 0.02, 1.0, 500, 4)
     fake_result(results, "qwen-egsw", "gpqa:diamond", 0.3333333, 0.0335, 0.9, 198, 4, max_samples=198)
-    fake_result(results, "qwen-grpo", "aime24", 0.1, 0.05, 0.5, 30, 8, max_new_tokens=2048)
+    fake_result(results, "qwen-grpo", "aime24", 0.1, 0.05, 0.5, 30, 8, max_new_tokens=2048, prompt_template="problem",
+                instruction=QWEN_INSTRUCTION)  # fmt: skip
     fake_result(results, "qwen-grpo", "math_500", 0.7, 0.0205, 0.98, 500, 4)
     fake_result(results, "qwen-grpo", "aime25", 0.0, 0.0, 0.25, 30, 8)
     (results / "qwen-grpo" / "run.json").write_text(json.dumps({"model": "x", "tasks": {}}))
@@ -40,16 +43,20 @@ def fabricate(results):
 
 
 HEADER = (
-    "| model | task | pass@1 | stderr | answer rate | rows | k | temperature | top_p | max new tokens "
+    "| model | task | pass@1 | stderr | answer rate | rows | k | prompt | temperature | top_p | max new tokens "
     "| max model length | backend | checkpoint |"
 )
 EXPECTED_ROWS = [
-    "| qwen-egsw | math_500 | 0.7500 | 0.0200 | 1.0000 | 500 | 4 | 0.6 | 0.95 | 3072 | 4096 | accelerate | ckpt-qwen-egsw |",
-    "| qwen-egsw | gpqa:diamond (partial) | 0.3333 | 0.0335 | 0.9000 | 198 | 4 | 0.6 | 0.95 | 3072 | 4096 | accelerate "
+    "| qwen-egsw | math_500 | 0.7500 | 0.0200 | 1.0000 | 500 | 4 | lighteval | 0.6 | 0.95 | 3072 | 4096 | accelerate "
     "| ckpt-qwen-egsw |",
-    "| qwen-grpo | math_500 | 0.7000 | 0.0205 | 0.9800 | 500 | 4 | 0.6 | 0.95 | 3072 | 4096 | accelerate | ckpt-qwen-grpo |",
-    "| qwen-grpo | aime24 | 0.1000 | 0.0500 | 0.5000 | 30 | 8 | 0.6 | 0.95 | 2048 | 4096 | accelerate | ckpt-qwen-grpo |",
-    "| qwen-grpo | aime25 | 0.0000 | 0.0000 | 0.2500 | 30 | 8 | 0.6 | 0.95 | 3072 | 4096 | accelerate | ckpt-qwen-grpo |",
+    "| qwen-egsw | gpqa:diamond (partial) | 0.3333 | 0.0335 | 0.9000 | 198 | 4 | lighteval | 0.6 | 0.95 | 3072 | 4096 "
+    "| accelerate | ckpt-qwen-egsw |",
+    "| qwen-grpo | math_500 | 0.7000 | 0.0205 | 0.9800 | 500 | 4 | lighteval | 0.6 | 0.95 | 3072 | 4096 | accelerate "
+    "| ckpt-qwen-grpo |",
+    "| qwen-grpo | aime24 | 0.1000 | 0.0500 | 0.5000 | 30 | 8 | qwen | 0.6 | 0.95 | 2048 | 4096 | accelerate "
+    "| ckpt-qwen-grpo |",
+    "| qwen-grpo | aime25 | 0.0000 | 0.0000 | 0.2500 | 30 | 8 | lighteval | 0.6 | 0.95 | 3072 | 4096 | accelerate "
+    "| ckpt-qwen-grpo |",
 ]
 EXPECTED_PIVOT = [
     "| model | math_500 | aime24 | aime25 | gpqa:diamond |",
@@ -94,3 +101,14 @@ def test_report_cli(tmp_path, capsys):
 def test_report_without_results_fails_clearly(tmp_path, capsys):
     assert report.main(["--results-dir", str(tmp_path)]) == 1
     assert "no evaluation results" in capsys.readouterr().err
+
+
+def test_prompt_label_names_each_profile():
+    """The report's prompt column, from the settings each profile writes into the results files."""
+    assert report.QWEN_INSTRUCTION == QWEN_INSTRUCTION
+    labels = [report.prompt_label(p.to_dict()) for p in (BENCHMARK, QWEN, EMBEDDED)]
+    assert labels == ["lighteval", "qwen", "problem + system prompt"]
+    assert report.prompt_label({**BENCHMARK.to_dict(), "prompt_template": "problem", "instruction": "Go."}) == (
+        "problem + instruction"
+    )
+    assert report.prompt_label({"temperature": 0.6}) is None  # a results file written before the prompt fields

@@ -5,8 +5,8 @@
 reads `RESULTS_DIR/<model-name>/<task>.json` (written by `python -m open_r1_egsw.evaluation.run`) and writes:
 
 - `report.md`: one row per (model, task) with pass@1, its standard error, the answer rate, the number of problems
-  (rows) and samples per problem (k), the generation settings and the checkpoint fingerprint; then a model x task
-  pass@1 table.
+  (rows) and samples per problem (k), the prompt that produced it (`prompt_label`), the generation settings and the
+  checkpoint fingerprint; then a model x task pass@1 table.
 - `report.json`: the same rows, and the model x task pass@1 table (`pivot`).
 - `report.png`: pass@1 per task, one bar per model, with standard-error whiskers (matplotlib, Agg backend).
 
@@ -32,6 +32,7 @@ COLUMNS = [
     ("answer_rate", "answer rate"),
     ("rows", "rows"),
     ("k", "k"),
+    ("prompt", "prompt"),
     ("temperature", "temperature"),
     ("top_p", "top_p"),
     ("max_new_tokens", "max new tokens"),
@@ -39,6 +40,28 @@ COLUMNS = [
     ("backend", "backend"),
     ("checkpoint", "checkpoint"),
 ]
+
+
+# Qwen2.5-Math's instruction (evaluation/settings.py QWEN_INSTRUCTION; not imported: this module stays light)
+QWEN_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def prompt_label(generation: dict) -> str | None:
+    """Which prompt a results file's `generation` records: "lighteval" (each task's lighteval 0.13 prompt), "qwen"
+    (the problem + Qwen's instruction), "problem" (the problem alone) or "problem + instruction" (another one),
+    "+ system prompt" when one was sent; None when the file predates the prompt fields."""
+    template, instruction = generation.get("prompt_template"), generation.get("instruction")
+    if template == "lighteval":
+        label = "lighteval"
+    elif instruction == QWEN_INSTRUCTION:
+        label = "qwen"
+    elif instruction:
+        label = "problem + instruction"
+    elif template == "problem" or "instruction" in generation:
+        label = "problem"
+    else:
+        return None
+    return label + (" + system prompt" if generation.get("system_prompt") else "")
 
 
 def _task_key(task: str) -> tuple[int, str]:
@@ -68,6 +91,7 @@ def collect(results_dir: Path) -> list[dict]:
                 "answer_rate": metrics.get("answer_rate"),
                 "rows": record.get("num_rows"),
                 "k": generation.get("num_samples"),
+                "prompt": prompt_label(generation),
                 "temperature": generation.get("temperature"),
                 "top_p": generation.get("top_p"),
                 "max_new_tokens": generation.get("max_new_tokens"),

@@ -4,15 +4,21 @@ A registry in open-r1's style (`LIGHTEVAL_TASKS`, one `register_lighteval_task(.
 lighteval import: `run.py` validates task names with it before paying lighteval's import time, `local_data.py` writes
 files in each benchmark's schema from it, and `tasks.py` turns each entry into a lighteval task config.
 
-Prompts (open-r1 style):
+Prompts, by the settings' `prompt_template` (settings.py):
 
-- Math (MATH-500, AIME 2024, AIME 2025): the problem, then the settings' instruction (the benchmark profile's is
-  open-r1's "Please reason step by step, and put your final answer within \\boxed{}."; the embedded profile and a
-  recipe's prompt send the problem alone, as the trainer did). Gold: the `answer` column (bare LaTeX such as `3\\sqrt{13}` or an AIME integer such as `025`),
-  checked by math-verify through `open_r1_egsw.answers`.
-- GPQA Diamond: open-r1's multiple-choice template. The correct and the three incorrect answers are shuffled with a
-  seed derived from the question text, so a question always shows the same order (on every run, machine and Python
-  version), and the gold is the letter of the correct answer.
+- `"lighteval"` (the benchmark profile's default): lighteval 0.13's own prompt of each task, copied verbatim from
+  `lighteval/tasks/tasks/` (`math_500_prompt`, `aime_prompt`, `gpqa_instruct_prompt`; tests/test_evaluation.py
+  renders those functions on the same rows and compares). MATH-500 asks for a final line "ANSWER: ...", AIME for a
+  `\\boxed{}`; GPQA Diamond shows the three incorrect answers in their column order with the correct one inserted at
+  the gold position, and carries the instruction as the Doc's `instruction` as lighteval's does.
+- `"problem"`: the problem, then the settings' instruction (the `qwen` profile's is Qwen2.5-Math's "Please reason
+  step by step, and put your final answer within \\boxed{}."; the embedded profile and a recipe's prompt send the
+  problem alone, as the trainer did). GPQA Diamond: open-r1's multiple-choice template, the four answers shuffled.
+
+Gold: math, the `answer` column (bare LaTeX such as `3\\sqrt{13}` or an AIME integer such as `025`), checked by
+math-verify through `open_r1_egsw.answers`; GPQA, the letter of the correct answer. lighteval draws GPQA's gold
+position with the global `random`; here it is seeded by the question text (`gpqa_option_order`), so a question always
+shows the same options in the same places (on every run, machine and Python version), in both templates.
 
 Data: the real hub ids. A local directory replaces them offline (`--data-dir DIR` or `$EGSW_EVAL_DATA_DIR`): it holds
 one sub-directory per task, named by `BenchmarkSpec.local_dir`, with the evaluation split as `<split>.jsonl` (or
@@ -28,12 +34,26 @@ from dataclasses import dataclass, field
 from string import ascii_uppercase
 
 from .scoring import score_choice, score_math
-from .settings import MATH_INSTRUCTION
+from .settings import QWEN_INSTRUCTION
 
-GPQA_TEMPLATE = (
+GPQA_INSTRUCTION = (
     "Answer the following multiple choice question. The last line of your response should be of the following "
-    "format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. Think step by step before answering.\n\n"
-    "{question}\n\nA) {A}\nB) {B}\nC) {C}\nD) {D}"
+    "format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. Think step by step before answering."
+)
+GPQA_TEMPLATE = GPQA_INSTRUCTION + "\n\n{question}\n\nA) {A}\nB) {B}\nC) {C}\nD) {D}"
+
+# lighteval 0.13's templates, verbatim: lighteval/tasks/tasks/math_500.py MATH_QUERY_TEMPLATE and aime.py
+# MATH_PROMPT_TEMPLATE (a dedent of a string that starts and ends with a newline, so the query does too).
+LIGHTEVAL_MATH_500_TEMPLATE = (
+    "Solve the following problem. The final line of your response MUST be of the following format:\n"
+    '"ANSWER: $ANSWER" (without quotes) where $ANSWER is the final answer. Think step by step before answering.\n\n'
+    "{prompt}"
+)
+LIGHTEVAL_AIME_TEMPLATE = (
+    "\nSolve the following math problem efficiently and clearly.  The last line of your response should be of the "
+    "following format: 'Therefore, the final answer is: $\\boxed{{ANSWER}}$. I hope it is correct' (without quotes) "
+    "where ANSWER is just the final number or expression that solves the problem. Think step by step before "
+    "answering.\n\n{prompt}\n"
 )
 
 
@@ -44,6 +64,7 @@ class Prompt:
     query: str
     gold: str  # math: the answer as math-verify reads it; GPQA: the correct letter
     choices: tuple[str, ...] = ()  # GPQA: the options in the order shown
+    instruction: str | None = None  # lighteval's Doc.instruction (its GPQA prompt sets it; the chat rendering uses it)
 
 
 @dataclass(frozen=True)
@@ -56,21 +77,32 @@ class BenchmarkSpec:
     split: str
     local_dir: str  # sub-directory of a local data directory
     columns: tuple[str, ...]  # columns the prompt function reads
-    make_prompt: Callable[[dict, str | None], Prompt]  # (row, math instruction or None) -> prompt
+    make_prompt: Callable[[dict, str | None], Prompt]  # (row, math instruction or None) -> prompt ("problem")
+    lighteval_prompt: Callable[[dict], Prompt]  # row -> lighteval 0.13's prompt of the task ("lighteval")
     score: Callable[[str, str], tuple[float, bool]]  # (gold, completion) -> (correct, answer found)
     kind: str  # "math" or "choice"
     extra_columns: tuple[str, ...] = field(default=())  # other columns of the hub schema (local data carries them)
 
 
-def math_prompt(row: dict, instruction: str | None = MATH_INSTRUCTION) -> Prompt:
+def math_prompt(row: dict, instruction: str | None = QWEN_INSTRUCTION) -> Prompt:
     """MATH / AIME row -> prompt; the gold is the `answer` column.
 
-    With an instruction: the stripped problem, a blank line, the instruction (open-r1). Without: the problem exactly as
-    stored, which is the user message the trainer sent (`data.conversation_prompt`).
+    With an instruction: the stripped problem, a blank line, the instruction (Qwen, open-r1's early recipes). Without:
+    the problem exactly as stored, which is the user message the trainer sent (`data.conversation_prompt`).
     """
     problem = row["problem"]
     query = f"{problem.strip()}\n\n{instruction}" if instruction else problem
     return Prompt(query=query, gold=str(row["answer"]).strip())
+
+
+def lighteval_math_500_prompt(row: dict) -> Prompt:
+    """lighteval 0.13's `math_500_prompt` query; the gold stays the `answer` column."""
+    return Prompt(query=LIGHTEVAL_MATH_500_TEMPLATE.format(prompt=row["problem"]), gold=str(row["answer"]).strip())
+
+
+def lighteval_aime_prompt(row: dict) -> Prompt:
+    """lighteval 0.13's `aime_prompt` query (aime24 and aime25)."""
+    return Prompt(query=LIGHTEVAL_AIME_TEMPLATE.format(prompt=row["problem"]), gold=str(row["answer"]).strip())
 
 
 def gpqa_option_order(question: str) -> list[int]:
@@ -98,6 +130,17 @@ def gpqa_prompt(row: dict, instruction: str | None = None) -> Prompt:
     return Prompt(query=query, gold=letters[order.index(0)], choices=tuple(shown))
 
 
+def lighteval_gpqa_prompt(row: dict) -> Prompt:
+    """lighteval 0.13's `gpqa_instruct_prompt` (gpqa:diamond): incorrect answers 1-3 in order, the correct one inserted
+    at the gold position, which is `gpqa_option_order`'s (lighteval draws it from the global `random`)."""
+    gold_index = gpqa_option_order(row["Question"].strip()).index(0)
+    choices = [str(row[f"Incorrect Answer {i}"]) for i in (1, 2, 3)]
+    choices.insert(gold_index, str(row["Correct Answer"]))
+    choices = [choice.strip() for choice in choices]
+    query = GPQA_TEMPLATE.format(question=row["Question"].strip(), **dict(zip(ascii_uppercase[:4], choices)))
+    return Prompt(query=query, gold=ascii_uppercase[gold_index], choices=tuple(choices), instruction=GPQA_INSTRUCTION)
+
+
 LIGHTEVAL_TASKS: dict[str, BenchmarkSpec] = {}
 
 
@@ -119,6 +162,7 @@ register_lighteval_task(
         columns=("problem", "answer"),
         extra_columns=("solution", "subject", "level", "unique_id"),
         make_prompt=math_prompt,
+        lighteval_prompt=lighteval_math_500_prompt,
         score=score_math,
         kind="math",
     )
@@ -133,6 +177,7 @@ register_lighteval_task(
         columns=("problem", "answer"),
         extra_columns=("id", "solution", "url", "year"),
         make_prompt=math_prompt,
+        lighteval_prompt=lighteval_aime_prompt,
         score=score_math,
         kind="math",
     )
@@ -146,6 +191,7 @@ register_lighteval_task(
         local_dir="aime25",
         columns=("problem", "answer"),  # the two columns lighteval 0.13's own aime25 task reads
         make_prompt=math_prompt,
+        lighteval_prompt=lighteval_aime_prompt,
         score=score_math,
         kind="math",
     )
@@ -160,6 +206,7 @@ register_lighteval_task(
         columns=("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"),
         extra_columns=("Record ID", "High-level domain", "Subdomain"),
         make_prompt=gpqa_prompt,
+        lighteval_prompt=lighteval_gpqa_prompt,
         score=score_choice,
         kind="choice",
     )

@@ -8,6 +8,10 @@ mtime and the datasets cache valid). The problems are two-number additions in th
 37 + 48?"), so the tiny models can score above zero; the answers exercise the gold formats of the real sets: plain
 integers, a `\\frac` (MATH-500), a zero-padded AIME integer ("007"), and GPQA options in the shuffled order.
 These rows check the pipeline, not a model: their scores mean nothing for the real benchmarks.
+
+The embedded default (`make evaluate` without MODEL, `write_embedded_default_data`) takes these rows for every task
+but MATH-500, which holds the embedded test split instead (`.cache/embedded/data/test.jsonl`, in the MATH schema):
+the rows on which `make train` measures its greedy accuracy, so the evaluation's pass@1 there is that number.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .benchmarks import LIGHTEVAL_TASKS
 logger = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path(".cache/eval-data")
+EMBEDDED_TEST_SPLIT = Path(".cache/embedded/data/test.jsonl")  # embedded.DEFAULT_ROOT / "data" (no heavy import here)
 
 
 def _pairs(rng: random.Random, n: int, high: int = 50) -> list[tuple[int, int]]:
@@ -111,18 +116,36 @@ def make_rows(task: str, rows: int = 4, seed: int = 0) -> list[dict]:
     return ROW_BUILDERS[task](random.Random(f"{seed}-{task}"), rows)
 
 
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Write `text` unless the file already holds it (its mtime, and so the datasets cache, then stay valid)."""
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True
+
+
 def write_local_data(root: Path = DEFAULT_ROOT, rows: int = 4, seed: int = 0, tasks: list[str] | None = None) -> Path:
     """Write (or keep, when unchanged) the synthetic data of `tasks` (default: all) under `root`; return `root`."""
     root = Path(root)
     for task in tasks or list(LIGHTEVAL_TASKS):
         spec = LIGHTEVAL_TASKS[task]
         path = root / spec.local_dir / f"{spec.split}.jsonl"
-        text = "".join(json.dumps(row) + "\n" for row in make_rows(task, rows, seed))
-        if path.exists() and path.read_text() == text:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        logger.info("Wrote %d synthetic %s rows to %s", rows, task, path)
+        if _write_if_changed(path, "".join(json.dumps(row) + "\n" for row in make_rows(task, rows, seed))):
+            logger.info("Wrote %d synthetic %s rows to %s", rows, task, path)
+    return root
+
+
+def write_embedded_default_data(root: Path = DEFAULT_ROOT, test_split: Path = EMBEDDED_TEST_SPLIT) -> Path:
+    """The embedded default's data under `root`: synthetic rows, MATH-500 replaced by the embedded test split (module
+    docstring) when it exists."""
+    if not Path(test_split).is_file():
+        logger.warning("No embedded test split at %s: MATH-500 holds synthetic rows.", test_split)
+        return write_local_data(root)
+    root = write_local_data(root, tasks=[task for task in LIGHTEVAL_TASKS if task != "math_500"])
+    spec = LIGHTEVAL_TASKS["math_500"]
+    if _write_if_changed(root / spec.local_dir / f"{spec.split}.jsonl", Path(test_split).read_text()):
+        logger.info("MATH-500 of the embedded default: the embedded test split %s", test_split)
     return root
 
 

@@ -65,7 +65,7 @@ from pathlib import Path
 
 from .benchmarks import LIGHTEVAL_TASKS, resolve_tasks, task_slug
 from .local_data import DEFAULT_ROOT as LOCAL_DATA_ROOT
-from .local_data import write_local_data
+from .local_data import write_embedded_default_data
 from .settings import DATA_DIR_ENV, PROFILES, prompt_from_recipe
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def resolve_data_dir(data_dir: str | None, tasks: list[str], embedded_default: b
     """The local data directory (checked to hold every task's split), or None for the hub data sets."""
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None
     if data_dir is None and embedded_default:
-        data_dir = write_local_data(LOCAL_DATA_ROOT)
+        data_dir = write_embedded_default_data(LOCAL_DATA_ROOT)
     if data_dir is None:
         return None
     root = Path(data_dir)
@@ -364,17 +364,19 @@ def run_task(model, task: str, spec: ModelSpec, backend: str, settings, data_dir
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _gpu_count() -> int:
-    """GPUs of the allocation (SLURM_GPUS_ON_NODE), else those torch sees, at least 1."""
+def _gpus_available() -> int | None:
+    """GPUs this process can use: the allocation's (SLURM_GPUS_ON_NODE) or torch's count; None on a CPU machine."""
     value = os.environ.get("SLURM_GPUS_ON_NODE", "")
     if value.isdigit() and int(value) > 0:
         return int(value)
-    try:
-        import torch
+    import torch
 
-        return max(1, torch.cuda.device_count())
-    except ImportError:
-        return 1
+    return torch.cuda.device_count() or None
+
+
+def _gpu_count() -> int:
+    """GPUs of the allocation (SLURM_GPUS_ON_NODE), else those torch sees, at least 1."""
+    return _gpus_available() or 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -386,7 +388,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         help="local model directory or hub id; default: the embedded tiny model (data/tiny/egsw if trained, else "
-        ".cache/embedded/sft-model) with the embedded profile and synthetic local data",
+        ".cache/embedded/sft-model) with the embedded profile, MATH-500 = the embedded test split, synthetic rows for "
+        "the other tasks",
     )
     parser.add_argument("--revision", help="hub revision of --model (keys the generation cache)")
     parser.add_argument(
@@ -406,7 +409,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         choices=sorted(PROFILES),
-        help="generation profile (default: embedded without --model, else benchmark)",
+        help="generation profile (default: embedded without --model, else benchmark: lighteval's prompts; qwen: "
+        "Qwen's 'Please reason step by step' prompt; see settings.py)",
     )
     generation = parser.add_argument_group("generation (override single fields of the profile, see settings.py)")
     generation.add_argument("--num-samples", type=int, help="completions per problem (k) for pass@1")
@@ -423,7 +427,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "template (flags below still override single fields)",
     )
     instruction = prompt.add_mutually_exclusive_group()
-    instruction.add_argument("--instruction", help="text appended to each math problem")
+    instruction.add_argument(
+        "--instruction", help="text appended to each math problem (instead of lighteval's prompt)"
+    )
     instruction.add_argument(
         "--no-instruction", action="store_true", help="send each math problem alone (as the trainer does)"
     )
@@ -456,10 +462,9 @@ def _effective_settings(args, spec: ModelSpec):
     profile = PROFILES[args.profile or ("embedded" if args.model is None else "benchmark")]
     if args.recipe:
         profile = replace(profile, **prompt_from_recipe(args.recipe))
-    if args.no_instruction:
-        profile = replace(profile, instruction=None)
+    if args.no_instruction or args.instruction is not None:  # an instruction goes after the problem alone
+        profile = replace(profile, prompt_template="problem", instruction=args.instruction)
     settings = profile.override(
-        instruction=args.instruction,
         chat_template=args.chat_template,
         num_samples=args.num_samples,
         temperature=args.temperature,
@@ -485,6 +490,28 @@ def _effective_settings(args, spec: ModelSpec):
     return settings
 
 
+def check_parallel(args, spec: ModelSpec) -> None:
+    """vLLM's GPU split, checked before anything loads: the GPUs exist, and a tensor-parallel size fits the model's
+    attention heads (parallel.check_tensor_parallel; ConfigError, one line)."""
+    if args.backend != "vllm":
+        return
+    if args.num_gpus < 1:
+        raise InputError(f"--num-gpus must be >= 1, got {args.num_gpus}")
+    available = _gpus_available()
+    if available is not None and args.num_gpus > available:
+        raise InputError(f"--num-gpus {args.num_gpus}: only {available} GPU(s) available")
+    if args.parallel == "tensor":
+        from open_r1_egsw.parallel import check_tensor_parallel
+
+        check_tensor_parallel(
+            spec.source,
+            args.num_gpus,
+            available,
+            flag="--parallel tensor --num-gpus",
+            revision=args.revision,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -492,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks = resolve_tasks(args.tasks)
         spec = resolve_model(args.model, args.model_name, args.revision)
         settings = _effective_settings(args, spec)
+        check_parallel(args, spec)
         data_dir = resolve_data_dir(args.data_dir, tasks, embedded_default=args.model is None)
     except ValueError as exc:  # InputError, unknown task, invalid generation settings
         sys.stderr.write(f"error: {exc}\n")

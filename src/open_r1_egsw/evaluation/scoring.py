@@ -3,8 +3,9 @@
 Pure functions, no lighteval import: the lighteval metric in `tasks.py` calls them, and the tests feed them fixed
 completions.
 
-1. Math: a completion has an answer only when it states one in the task's answer format, a `\\boxed{}` whose content
-   parses (`extract_math_answer`; the last complete box wins). Without one it scores 0 and counts as not answered:
+1. Math: a completion has an answer only when it states one in a task's answer format, a `\\boxed{}` whose content
+   parses (`extract_math_answer`; the last complete box wins), or, without a box, a line "ANSWER: ..." (lighteval
+   0.13's MATH-500 prompt asks for that final line; the last such line wins) whose content parses. Without one it scores 0 and counts as not answered:
    math-verify's fallback, which reads the last number of any text, is not used for answers, since it finds one in
    garbage such as " + 1 + 10 = 110 = 11}". With one, `score_math(gold, completion)` is `answers.verify_answer`
    (math-verify, gold wrapped in `$...$`, leading zeros equal), so pass@1 <= answer_rate always. Rows whose gold does not parse
@@ -67,25 +68,47 @@ def score_choice(gold_letter: str, completion: str) -> tuple[float, bool]:
     return (1.0 if letter == gold_letter else 0.0), letter is not None
 
 
+# lighteval 0.13's MATH-500 answer line: 'ANSWER: $ANSWER' (any case, optional bold / $ delimiters, final period)
+_ANSWER_LINE = re.compile(r"(?im)^[ \t*]*answer[ \t*]*:[ \t*]*(.*?)[ \t*]*$")
+
+
+def _answer_line(completion: str) -> str | None:
+    """The content of the last "ANSWER: ..." line, without `$` delimiters and a final period, or None."""
+    found = [m.group(1) for m in _ANSWER_LINE.finditer(completion) if m.group(1).strip()]
+    if not found:
+        return None
+    answer = found[-1].strip().rstrip(".").strip()
+    if len(answer) > 1 and answer[0] == answer[-1] == "$":
+        answer = answer.strip("$").strip()
+    return answer or None
+
+
 def extract_math_answer(completion: str) -> str | None:
-    """The content of the completion's last complete `\\boxed{}` if it parses as math, else None (docstring, 1.)."""
+    """The content of the completion's last complete `\\boxed{}`, else of its last "ANSWER: ..." line, if it parses
+    as math; else None (docstring, 1.)."""
     if not isinstance(completion, str):
         return None
-    boxed = last_boxed_content(completion)
-    if boxed is None or not boxed.strip():
+    stated = last_boxed_content(completion)
+    if stated is None:
+        stated = _answer_line(completion)
+    if stated is None or not stated.strip():
         return None
-    inline = boxed.replace("\n", " ")  # math-verify's inline $...$ stops at a newline
-    return boxed if parse_completion(f"${inline}$") else None
+    inline = stated.replace("\n", " ")  # math-verify's inline $...$ stops at a newline
+    return stated if parse_completion(f"${inline}$") else None
 
 
 def score_math(gold: str, completion: str) -> tuple[float, bool]:
-    """(math-verify correctness, whether the completion states an answer in `\\boxed{}`).
+    """(math-verify correctness, whether the completion states an answer: a `\\boxed{}` or an "ANSWER:" line).
 
     The gold must parse (the prompt functions drop rows whose gold does not); if it does not, the completion scores 0.
     """
-    if extract_math_answer(completion) is None:
+    answer = extract_math_answer(completion)
+    if answer is None:
         return 0.0, False
-    return (verify_answer(gold, completion) or 0.0), True
+    if last_boxed_content(completion) is not None:
+        return (verify_answer(gold, completion) or 0.0), True
+    inline = answer.replace("\n", " ")
+    return (verify_answer(gold, f"${inline}$") or 0.0), True
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -138,7 +138,10 @@ def _make_prompt_function(
                 f"{spec.name}: the data has no column(s) {missing}; expected the {spec.hub_repo} columns "
                 f"{list(spec.columns)}"
             )
-        prompt = spec.make_prompt(line, settings.instruction)
+        if settings.prompt_template == "lighteval":
+            prompt = spec.lighteval_prompt(line)
+        else:
+            prompt = spec.make_prompt(line, settings.instruction)
         if spec.kind == "math":
             if not parse_gold(prompt.gold):
                 stats.skipped_gold += 1
@@ -157,6 +160,7 @@ def _make_prompt_function(
             query=prompt.query,
             choices=choices,
             gold_index=gold_index,
+            instruction=prompt.instruction,
             specific={"gold": prompt.gold, "options": list(prompt.choices)},
         )
         if prompt_length is not None:
@@ -176,8 +180,9 @@ def _make_prompt_function(
         return doc
 
     # lighteval keys its generation cache by the text of the task config, where this function shows by name: the name
-    # carries the instruction (and the fit budget), so another prompt never reads this one's completions.
-    key = hashlib.sha256(repr((settings.instruction, settings.max_model_length)).encode()).hexdigest()[:8]
+    # carries the template and instruction (and the fit budget), so another prompt never reads this one's completions.
+    prompt_key = (settings.prompt_template, settings.instruction, settings.max_model_length)
+    key = hashlib.sha256(repr(prompt_key).encode()).hexdigest()[:8]
     prompt_function.__name__ = f"{task_slug(spec.name)}_prompt_{key}"
     return prompt_function
 
