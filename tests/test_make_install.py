@@ -41,7 +41,9 @@ def project(tmp_path):
     (tmp_path / "bin").mkdir()
 
     def make(*args):
-        env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "MAKEFLAGS": ""}
+        # as a user's shell runs it, also under `make test`: no MAKELEVEL (a sub-make prints "Entering directory")
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MFLAGS")}
+        env.update(PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", MAKEFLAGS="")
         return subprocess.run(["make", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
     make.root = tmp_path
