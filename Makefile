@@ -4,7 +4,7 @@
 # Both create .venv and install the pinned CPU stack into it when it is absent or older than setup.py. A .venv made by
 # `make install-gpu` (the CUDA stack, stamp .venv/.installed-gpu) is never given the CPU stack: the CPU rule refuses it.
 
-.PHONY: install train test test-fast quality style bench bench-scaling clean compare sweep
+.PHONY: install train test test-fast quality style bench bench-scaling clean compare compare-powered sweep
 
 PYTHON ?= python3
 VENV := .venv
@@ -80,7 +80,7 @@ bench-scaling: $(STAMP)
 	$(PY) -m open_r1_egsw.embedded
 	$(PY) scripts/bench_scaling.py $(ARGS)
 
-# Method comparison (README "Results"): the 8 methods of compare.METHODS on the demo task (demo_task.py: solution
+# Method comparison (README "Results"): the 10 methods of compare.METHODS on the demo task (demo_task.py: solution
 # paths of different lengths, real sampling entropy; recipes/demo/), seeds 0-4 -> reports/compare/ (compare.md/.json
 # + PNGs). EXP_TASK=tiny runs the embedded task's recipes (recipes/tiny/) -> reports/compare-tiny/. ARGS go to
 # compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4". (TASK is evaluation's benchmark list, as in
@@ -95,6 +95,12 @@ TASK_BUILD = $(if $(filter command line,$(origin TASK)),$(error TASK names evalu
 compare: $(STAMP)
 	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
 	$(PY) -m open_r1_egsw.compare --task $(EXP_TASK) $(ARGS)
+
+# The powered comparison: grpo, egsw and its two ablation arms (egsw_alpha0: no entropy term; egsw_nats: entropy in
+# nats) x seeds 0-9 on the demo task -> reports/compare-powered/ (docs/results/powered/ is the committed one)
+compare-powered: $(STAMP)
+	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
+	$(PY) -m open_r1_egsw.compare --task $(EXP_TASK) --powered $(ARGS)
 
 # EGSW sweep: alpha in {0.1,0.3,0.5,0.8} x P in {0.5,1,1.8} on seed 0, then seeds 1 2 at the best cell and the
 # paper's two settings (0.3, 1) and (0.8, 1.8) -> reports/sweep/ (EXP_TASK=tiny: reports/sweep-tiny/)

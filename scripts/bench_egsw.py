@@ -9,7 +9,9 @@ each method in turn (the order rotates from batch to batch), switching the metho
 the trainer with every method off, which is TRL's GRPOTrainer exactly (tests/test_trainer.py::test_egsw_off_is_trl).
 A step is generation + scoring (+ the method's statistics, gather, weights/masks) + loss + backward. At learning
 rate 0 the policy never moves, so all methods sample from the same distribution and the ratios measure the
-methods' own cost. Per method, the step-time ratio is the median over batches of (method step / GRPO step on the
+methods' own cost. Each method's step on a batch runs `--repeats` times on identical work (same seed, same
+completions) and its time is the fastest repeat, which removes one-off interference from other processes (as
+`timeit` does). Per method, the step-time ratio is the median over batches of (method step / GRPO step on the
 same batch) after `--warmup` batches, and the peak-memory ratio the median of the per-step peak RSS ratios (the
 kernel's high-water mark, reset before each step through /proc/self/clear_refs).
 
@@ -27,6 +29,10 @@ Settings, i.e. where the statistics come from (src/open_r1_egsw/token_stats.py):
                  is the methods' own cost, collectives included.
 The diagnostics' measured entropy change needs one forward of the updated policy after the step, by definition:
 it is timed apart and reported as the method `log_entropy_dynamics+measured_dH`.
+
+The CPU-time ratio is the same median over batches of the process's CPU time (`time.process_time`, rank 0's): it
+leaves out time spent waiting for a core or for the other rank, so it is the methods' own work even on a loaded
+machine; the step-time (wall) ratio is what a user waits for, and needs an idle machine.
 
 Writes reports/bench/bench.json: a list of {"method", "setting", "step_time_ratio", "peak_memory_ratio", "steps",
 "command"} (plus the two medians in seconds and the load average while the setting ran).
@@ -92,41 +98,53 @@ def peak_rss_mib() -> float:
     return int(line.split()[1]) / 1024
 
 
-def alternate(trainer, methods: list[str], steps: int, warmup: int, overrides: dict | None = None) -> dict:
+def alternate(
+    trainer, methods: list[str], steps: int, warmup: int, repeats: int, overrides: dict | None = None
+) -> dict:
     """Per-batch wall time, peak RSS and measured-dH forward time of each method, alternated on the same batches."""
     import torch
 
-    measured = {"s": 0.0}
+    measured = {"s": 0.0, "cpu": 0.0}
     log_measured = trainer._log_measured_entropy_change
 
     def timed_measured():  # the forward after the step that `log_entropy_dynamics` pays by definition
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         log_measured()
         measured["s"] += time.perf_counter() - start
+        measured["cpu"] += time.process_time() - start_cpu
 
     trainer._log_measured_entropy_change = timed_measured
     batches = iter(trainer.get_train_dataloader())
-    records = {name: {"time": [], "peak": [], "measured": []} for name in methods}
+    records = {name: {"time": [], "peak": [], "measured": [], "cpu": [], "cpu_measured": []} for name in methods}
     for index in range(steps + warmup):
         inputs = next(batches)
         order = methods[index % len(methods) :] + methods[: index % len(methods)]
         for name in order:
             set_method(trainer, name, overrides)
-            trainer.model.train()
-            trainer.current_gradient_accumulation_steps = 1
-            torch.manual_seed(index)  # same sampling randomness for every method on this batch
-            measured["s"] = 0.0
-            reset_peak_rss()
-            start = time.perf_counter()
-            batch = trainer._generate_and_score_completions(inputs)
-            trainer.compute_loss(trainer.model, batch).backward()
-            elapsed = time.perf_counter() - start
-            trainer.model.zero_grad(set_to_none=True)
-            print(f"batch {index + 1}/{steps + warmup} {name}: {elapsed:.2f} s", file=sys.stderr, flush=True)
+            runs = []  # (wall time, measured-dH time, peak RSS, CPU time) of each repeat
+            for _ in range(repeats):
+                trainer.model.train()
+                trainer.current_gradient_accumulation_steps = 1
+                torch.manual_seed(index)  # same sampling randomness for every method and repeat on this batch
+                measured["s"] = measured["cpu"] = 0.0
+                reset_peak_rss()
+                start, start_cpu = time.perf_counter(), time.process_time()
+                batch = trainer._generate_and_score_completions(inputs)
+                trainer.compute_loss(trainer.model, batch).backward()
+                elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                trainer.model.zero_grad(set_to_none=True)
+                runs.append(
+                    (elapsed - measured["s"], measured["s"], peak_rss_mib(), cpu - measured["cpu"], measured["cpu"])
+                )
+            step, dh, peak, _, _ = min(runs)
+            cpu, cpu_dh = min(r[3:] for r in runs)  # the least CPU time, separately from the fastest wall time
+            print(f"batch {index + 1}/{steps + warmup} {name}: {step + dh:.2f} s", file=sys.stderr, flush=True)
             if index >= warmup:
-                records[name]["time"].append(elapsed)
-                records[name]["peak"].append(peak_rss_mib())
-                records[name]["measured"].append(measured["s"])
+                records[name]["time"].append(step + dh)
+                records[name]["peak"].append(peak)
+                records[name]["measured"].append(dh)
+                records[name]["cpu"].append(cpu)
+                records[name]["cpu_measured"].append(cpu_dh)
     return records
 
 
@@ -137,13 +155,14 @@ def summarise(records: dict, setting: str, steps: int, command: str, load: str) 
     for name, rec in records.items():
         if name == "grpo":
             continue
-        variants = {name: [t - m for t, m in zip(rec["time"], rec["measured"])]}
+        variants = {name: ([t - m for t, m in zip(rec["time"], rec["measured"])], rec["cpu"])}
         if name == "log_entropy_dynamics":
-            variants[name + "+measured_dH"] = rec["time"]
-        for label, times in variants.items():
+            variants[name + "+measured_dH"] = (rec["time"], [c + m for c, m in zip(rec["cpu"], rec["cpu_measured"])])
+        for label, (times, cpus) in variants.items():
             rows.append({
                 "method": label, "setting": setting,
                 "step_time_ratio": round(statistics.median(t / g for t, g in zip(times, grpo["time"])), 4),
+                "cpu_time_ratio": round(statistics.median(c / g for c, g in zip(cpus, grpo["cpu"])), 4),
                 "peak_memory_ratio": round(statistics.median(p / g for p, g in zip(rec["peak"], grpo["peak"])), 4),
                 "steps": steps, "command": command,
                 "grpo_step_s": round(statistics.median(grpo["time"]), 4), "method_step_s": round(statistics.median(times), 4),
@@ -166,7 +185,7 @@ def run_setting(args: argparse.Namespace) -> None:
         methods = list(METHODS) if args.methods is None else ["grpo", *args.methods]
         overrides = {"entropy_clip_max_frac": args.clip_v_max_frac}
         start = load_average()
-        records = alternate(trainer, methods, args.steps, args.warmup, overrides)
+        records = alternate(trainer, methods, args.steps, args.warmup, args.repeats, overrides)
     rows = summarise(records, args.setting, args.steps, args.command, f"{start} -> {load_average()}")
     if trainer.accelerator.is_main_process:
         Path(args.records).write_text(json.dumps(rows))
@@ -174,10 +193,11 @@ def run_setting(args: argparse.Namespace) -> None:
 
 def print_table(rows: list[dict]) -> None:
     print(f"{'setting':14} {'method':34} {'GRPO step (s)':>13} {'method (s)':>10} {'time ratio':>10} "
-          f"{'memory ratio':>12}  load (1/5/15 min)")  # fmt: skip
+          f"{'CPU ratio':>9} {'memory ratio':>12}  load (1/5/15 min)")  # fmt: skip
     for r in rows:
         print(f"{r['setting']:14} {r['method']:34} {r['grpo_step_s']:13.4f} {r['method_step_s']:10.4f} "
-              f"{r['step_time_ratio']:10.3f} {r['peak_memory_ratio']:12.3f}  {r['load_average']}")  # fmt: skip
+              f"{r['step_time_ratio']:10.3f} {r['cpu_time_ratio']:9.3f} {r['peak_memory_ratio']:12.3f}  "
+              f"{r['load_average']}")  # fmt: skip
 
 
 def main() -> None:
@@ -187,6 +207,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=None, choices=[m for m in METHODS if m != "grpo"])
     parser.add_argument("--steps", type=int, default=12, help="timed generation batches per setting")
     parser.add_argument("--warmup", type=int, default=2, help="batches dropped at the start of every setting")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each method on each batch; the fastest counts")
     parser.add_argument("--clip-v-max-frac", type=float, default=1e-4, help="as recipes/tiny/clip_v")
     parser.add_argument("--extra", default="", help="extra grpo.py flags for every setting, e.g. '--use_cpu true'")
     parser.add_argument("--out", default="reports/bench/bench.json")

@@ -223,11 +223,11 @@ def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path):
 
 @pytest.mark.slow
 def test_quick_compare_end_to_end(tiny_assets, tmp_path):
-    """--quick with seed 0: the 8 methods x 2 steps run as grpo.py subprocesses (one at a time); table, intervals,
-    paired differences to GRPO, JSON and PNGs come out (one seed keeps it under ~3 minutes: the intervals themselves
-    are tested on fabricated runs in test_compare_stats.py)."""
+    """--quick with seed 0: the 10 methods x 2 steps run as grpo.py subprocesses (two at a time, compare's default);
+    table, intervals, paired differences to GRPO, JSON and PNGs come out (one seed keeps it short: the intervals
+    themselves are tested on fabricated runs in test_compare_stats.py)."""
     out = tmp_path / "compare"
-    proc = run_compare("--quick", "--task", "tiny", "--seeds", "0", "--jobs", "1", "--output_dir", out, "--",
+    proc = run_compare("--quick", "--task", "tiny", "--seeds", "0", "--jobs", "2", "--output_dir", out, "--",
                        *tiny_overrides(tiny_assets))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (out / "compare.md").read_text()
@@ -283,3 +283,19 @@ def test_make_compare_and_sweep_pick_the_task(task, builder):
         assert (
             "TASK names evaluation's benchmarks; compare and sweep take EXP_TASK=demo or EXP_TASK=tiny" in proc.stderr
         )
+
+
+def test_power_reads_the_spread_of_a_saved_comparison(fabricated, tmp_path):
+    """`compare power`: the detectable difference for the planned seeds from a compare.json's paired stds
+    (egsw - grpo accuracy differences .2 .6: s = 0.282843; 10 seeds: 3.145561 * s / sqrt(10) = 0.281346); a missing
+    file is one error line, exit code 2."""
+    config = {"command": "test", "seeds": [0, 1], "overrides": [], "recipe_sha256": {}, "machine": "test",
+              "wall_s": 0.0, "jobs": 1, "reward_key": "reward"}  # fmt: skip
+    result = compare_stats.aggregate(fabricated, ["grpo", "egsw"], threshold=0.5, window=2)
+    compare_report.write_compare_report(result, config, fabricated, window=2, threshold=0.5)
+    proc = run_compare("power", "--from", fabricated / "compare.json", "--seeds", "10")
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| egsw |"))
+    assert row.startswith("| egsw | 0.2813 (std 0.2828, n=2) |")
+    missing = run_compare("power", "--from", tmp_path / "absent.json")
+    assert missing.returncode == 2 and missing.stderr == f"error: no such file: {tmp_path / 'absent.json'}\n"

@@ -124,3 +124,46 @@ def test_compare_report_carries_intervals_and_pairs(fabricated):  # noqa: F811
     assert saved["groups"]["grpo"]["summary"]["ci"]["final_accuracy"]["mean"] == pytest.approx(0.4)
     for stem in ("reward", "entropy", "completion_length", "ess", "curves"):
         assert (fabricated / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", stem
+
+
+def test_detectable_difference_by_hand_and_scipy():
+    """(t_{0.975,9} + t_{0.80,9}) * s / sqrt(10) = (2.262157 + 0.883404) * 0.0443 / 3.162278 = 0.044066; the
+    t_{0.80} table and its expansion beyond df 30 agree with scipy."""
+    assert compare_stats.detectable_difference(0.0443, 10) == pytest.approx(0.044066, abs=1e-6)
+    assert compare_stats.detectable_difference(0.0, 10) == 0.0
+    # more seeds detect less: 5 seeds need (2.776445 + 0.940965) / sqrt(5) = 1.662476 s
+    assert compare_stats.detectable_difference(1.0, 5) == pytest.approx(1.662476, abs=1e-6)
+    stats = pytest.importorskip("scipy.stats")
+    for df in (*range(1, 31), 31, 45, 100, 1000):
+        found = compare_stats._t_quantile(df, compare_stats.T80, compare_stats.Z80)
+        assert found == pytest.approx(stats.t.ppf(0.8, df), abs=1e-6), df
+
+
+@pytest.mark.parametrize("second,beyond", [(0.08544, True), (0.08540, False)])
+def test_beyond_noise_is_decided_on_unrounded_bounds(second, beyond):
+    """Differences (0.1, b): low = -0.58531025 + 6.8531025 b, i.e. +0.00022 for b = 0.08544 and -0.00005 for
+    0.08540; both print as 0.000, only the first excludes 0 and is bold."""
+    paired = compare_stats.paired_difference({0: 0.1, 1: second}, {0: 0.0, 1: 0.0})
+    assert paired["low"] == pytest.approx(-0.58531025 + 6.8531025 * second, abs=1e-6)
+    assert paired["beyond_noise"] is beyond
+    cell = compare_report._ci_cell(paired)
+    assert ("**" in cell) is beyond and ("[0.000," in cell or "[-0.000," in cell)
+    assert compare_stats.paired_difference({0: 0.1}, {0: 0.0})["beyond_noise"] is None  # one seed: no interval
+
+
+def test_steps_to_threshold_and_drops_per_step_are_paired_and_reported(tmp_path):
+    """Steps to threshold pair over the seeds where both runs reached it; tokens dropped per step average
+    `entropy_dynamics/clip_count` over the run."""
+    for seed, (grpo, clip) in enumerate([([0.6] * 4, [0.0, 0.6, 0.6, 0.6]), ([0.6] * 4, [0.0, 0.0, 0.6, 0.6]),
+                                         ([0.0] * 4, [0.6] * 4)]):  # fmt: skip
+        fake_run(tmp_path / f"grpo/seed{seed}", grpo, [10] * 4, 0.5)
+        fake_run(tmp_path / f"clip_v/seed{seed}", clip, [10] * 4, 0.5,
+                 extra={"entropy_dynamics/clip_count": 2.0 * seed, "entropy_dynamics/clip_frac": 0.01})  # fmt: skip
+    result = compare_stats.aggregate(tmp_path, ["grpo", "clip_v"], threshold=0.5, window=1)
+    steps = result["paired"]["clip_v"]["steps_to_threshold"]
+    assert steps["seeds"] == [0, 1] and steps["differences"] == [1, 2]  # seed 2: grpo never reached it
+    assert steps["mean"] == 1.5 and steps["half_width"] == pytest.approx(12.706205 * 0.5)
+    summary = result["groups"]["clip_v"]["summary"]
+    assert summary["clip_count_mean"] == pytest.approx(2.0) and summary["clip_frac_mean"] == pytest.approx(0.01)
+    assert "| 1.00% (2.00/step) |" in compare_report.compare_table(result, 0.5)
+    assert "| 1.5 [-4.9, 7.9] (n=2) |" in compare_report.paired_table(result)

@@ -12,6 +12,7 @@ code that runs there. A pin change that breaks either fails here, not on a user'
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,18 @@ def pinned() -> dict[str, str]:
     return dict(re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', text.split("_deps = [")[1].split("]")[0]))
 
 
-def dry_run(tmp_path, name: str, requirements: list[str], pure_pypi: bool) -> dict[str, str]:
+def project_copy(dest: Path) -> Path:
+    """setup.py, pyproject.toml, README.md and src/ in `dest`: what `pip install -e .` reads, so that two editable
+    resolutions at once never write the same egg-info."""
+    dest.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    return dest
+
+
+def start_dry_run(tmp_path, name: str, requirements: list[str], pure_pypi: bool, cwd: Path = ROOT):
+    """Start one `pip install --dry-run`; `finish_dry_run` waits for it and reads its report."""
     report = tmp_path / f"{name}.json"
     env = dict(os.environ)
     if pure_pypi:
@@ -38,8 +50,14 @@ def dry_run(tmp_path, name: str, requirements: list[str], pure_pypi: bool) -> di
         env["PIP_CONFIG_FILE"] = os.devnull  # no local wheel directories, no local index mirrors, no cap
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
                str(report), *requirements]  # fmt: skip
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"{name} install does not resolve:\n{proc.stderr[-4000:]}"
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return name, proc, report
+
+
+def finish_dry_run(started) -> dict[str, str]:
+    name, proc, report = started
+    _, stderr = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, f"{name} install does not resolve:\n{stderr[-4000:]}"
     installs = json.loads(report.read_text())["install"]
     return {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"] for item in installs}
 
@@ -53,8 +71,11 @@ def test_makefile_installs_what_this_test_resolves():
 
 def test_gpu_and_cpu_installs_resolve_to_the_same_stack(tmp_path):
     pins = pinned()
-    gpu = dry_run(tmp_path, "gpu", ["-e", ".[dev,gpu]"], pure_pypi=True)
-    cpu = dry_run(tmp_path, "cpu", ["torch==2.13.0", "-e", ".[dev,cpu]"], pure_pypi=False)
+    # both at once (each is mostly waiting on the index): the GPU one from a copy of the project
+    copy = project_copy(tmp_path / "project")
+    started = [start_dry_run(tmp_path, "gpu", ["-e", ".[dev,gpu]"], pure_pypi=True, cwd=copy),
+               start_dry_run(tmp_path, "cpu", ["torch==2.13.0", "-e", ".[dev,cpu]"], pure_pypi=False)]  # fmt: skip
+    gpu, cpu = (finish_dry_run(s) for s in started)
 
     for package in SHARED:
         assert gpu[package] == cpu[package] == pins[package], (package, gpu.get(package), cpu.get(package))

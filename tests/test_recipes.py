@@ -152,6 +152,8 @@ COMPARISON_METHOD_KEYS = {
     "egsw_clip_b": {"use_egsw", "entropy_clip", "entropy_clip_mu"},
     "top_entropy": {"top_entropy_quantile"},
     "entropy_bonus": {"entropy_coef"},
+    "egsw_alpha0": {"use_egsw", "egsw_alpha"},  # the ablation arms: EGSW with one of its two parts changed
+    "egsw_nats": {"use_egsw", "egsw_entropy_normalization"},
 }
 
 
@@ -174,3 +176,11 @@ def test_comparison_recipes_differ_from_grpo_only_in_their_method_keys(task):
     assert parsed["top_entropy"].top_entropy_quantile == 0.2 and parsed["grpo"].top_entropy_quantile == 1.0
     assert parsed["entropy_bonus"].entropy_coef == 0.01 and not parsed["entropy_bonus"].use_adaptive_entropy
     assert parsed["grpo"].entropy_coef == 0.0
+    # the ablations differ from egsw in exactly one key: alpha 0 (no entropy term), nats (no log |V| division)
+    assert differing(ROOT / recipes["egsw"], ROOT / recipes["egsw_alpha0"]) - RUN_NAME_FIELDS == {"egsw_alpha"}
+    assert differing(ROOT / recipes["egsw"], ROOT / recipes["egsw_nats"]) - RUN_NAME_FIELDS == {
+        "egsw_entropy_normalization"
+    }
+    assert parsed["egsw_alpha0"].egsw_alpha == 0.0 and parsed["egsw"].egsw_alpha == 0.3
+    assert parsed["egsw_nats"].egsw_entropy_normalization == "none"
+    assert parsed["egsw"].egsw_entropy_normalization == "log_vocab"

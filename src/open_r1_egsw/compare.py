@@ -2,11 +2,13 @@
 over seeds, with the same compute, and sweep EGSW's alpha x P grid; on the demo task (demo_task.py) by default.
 
     python -m open_r1_egsw.demo_task --warm-start    # once: data, base model, SFT warm start (`make compare` does it)
-    python -m open_r1_egsw.compare                   # 8 methods x seeds 0-4                -> reports/compare/
+    python -m open_r1_egsw.compare                   # 10 methods x seeds 0-4               -> reports/compare/
+    python -m open_r1_egsw.compare --powered         # grpo, egsw and its 2 ablations x seeds 0-9 -> reports/compare-powered/
     python -m open_r1_egsw.compare --quick           # 2 seeds, 2 steps, 8 eval rows: a smoke test of the pipeline
     python -m open_r1_egsw.compare sweep             # alpha x P on seed 0, then seeds 1 2 at the best cell and the
                                                      # paper's two settings                 -> reports/sweep/
     python -m open_r1_egsw.compare report            # re-aggregate the runs already on disk (`--kind sweep` too)
+    python -m open_r1_egsw.compare power --seeds 10  # before a run: the differences 10 seeds can detect
     python -m open_r1_egsw.compare --task tiny       # the embedded task of `make train` -> reports/compare-tiny/
     python -m open_r1_egsw.compare --seeds 0 1 -- --learning_rate 1e-4   # flags after `--` go to every grpo.py run
 
@@ -39,6 +41,7 @@ from .compare_report import (
     failures_text,
     paired_table,
     parse_setting,
+    power_table,
     setting_label,
     sweep_table,
     write_compare_report,
@@ -50,7 +53,12 @@ from .compare_stats import aggregate
 # One recipe per method, identical but for the method keys (tests/test_recipes.py diffs the parsed configs):
 # grpo (the baseline of the paired differences), EGSW token- and sequence-wise, Clip_B, Clip_V, EGSW + Clip_B, and
 # TRL's own entropy methods as baselines (GRPOConfig.top_entropy_quantile, GRPOConfig.entropy_coef: no code of ours).
-METHODS = ["grpo", "egsw", "egsw_seq", "clip_b", "clip_v", "egsw_clip_b", "top_entropy", "entropy_bonus"]
+# Two ablation arms split EGSW in its two parts: egsw_alpha0 (alpha = 0: the group softmax of the advantages alone)
+# and egsw_nats (entropy in nats: the entropy term log |V| times stronger).
+METHODS = ["grpo", "egsw", "egsw_seq", "clip_b", "clip_v", "egsw_clip_b", "top_entropy", "entropy_bonus",
+           "egsw_alpha0", "egsw_nats"]  # fmt: skip
+# The powered comparison (`make compare-powered`): does the entropy term add anything beyond the reweighting?
+POWERED = {"methods": ["grpo", "egsw", "egsw_alpha0", "egsw_nats"], "seeds": list(range(10))}
 # The task: `demo` (demo_task.py: paths of different lengths, real entropy; the default) or `tiny` (embedded.py,
 # `make train`'s, where every method saturates).
 TASKS = {"demo": "demo task (demo_task.py)", "tiny": "embedded task (embedded.py)"}
@@ -182,9 +190,15 @@ def _check_recipes(recipes: dict[str, str], allow_drift: bool) -> dict[str, str]
 def main_compare(argv: list[str], extra: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m open_r1_egsw.compare", description=__doc__.split("\n\n")[0])
     _common_options(parser, "reports/compare")
-    parser.add_argument("--methods", nargs="+", default=list(METHOD_RECIPES), choices=list(METHOD_RECIPES))
+    parser.add_argument("--methods", nargs="+", choices=list(METHOD_RECIPES), help="default: all (--powered: its 4)")
+    parser.add_argument("--powered", action="store_true",
+                        help=f"{' '.join(POWERED['methods'])} x seeds 0-{POWERED['seeds'][-1]} -> reports/compare-powered")  # fmt: skip
     args = parser.parse_args(argv)
-    _budget(args, COMPARE_DEFAULTS, "reports/compare")
+    if args.powered:
+        args.methods = args.methods or POWERED["methods"]
+        args.seeds = args.seeds or POWERED["seeds"]
+    args.methods = args.methods or list(METHOD_RECIPES)
+    _budget(args, COMPARE_DEFAULTS, "reports/compare-powered" if args.powered else "reports/compare")
     recipes = _check_recipes({m: method_recipes(args.task)[m] for m in args.methods}, args.allow_recipe_drift)
     if not recipes:
         fail("none of the selected methods has a recipe.")
@@ -316,7 +330,34 @@ def main_report(argv: list[str], extra: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str], list[str]], int]] = {"sweep": main_sweep, "report": main_report}
+def main_power(argv: list[str], extra: list[str]) -> int:
+    """Before a run: the smallest difference N seeds would detect, from the per-seed spread of a saved comparison."""
+    parser = argparse.ArgumentParser(prog="python -m open_r1_egsw.compare power", description=main_power.__doc__)
+    parser.add_argument("--from", dest="source", default="docs/results/compare/compare.json",
+                        help="a compare.json whose paired differences give the seed spread")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=len(POWERED["seeds"]), help="the planned number of seeds")
+    args = parser.parse_args(argv)
+    if extra:
+        fail(f"power takes no grpo.py flags, got: {' '.join(extra)}")
+    source = Path(args.source)
+    if not source.is_file():
+        fail(f"no such file: {source}")
+    if args.seeds < 2:
+        fail(f"--seeds must be >= 2, not {args.seeds}")
+    try:
+        paired = json.loads(source.read_text())["paired"]
+    except (ValueError, KeyError):
+        fail(f"{source} is not a compare.json (no `paired` section)")
+    say(f"from {source}: smallest true difference {args.seeds} seeds detect 80% of the time at 95%")
+    say(power_table(paired, args.seeds))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str], list[str]], int]] = {
+    "sweep": main_sweep,
+    "report": main_report,
+    "power": main_power,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

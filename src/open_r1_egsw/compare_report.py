@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .compare_stats import BASELINE, STAT_METRICS, curve
+from .compare_stats import BASELINE, STAT_METRICS, curve, detectable_difference
 
 CURVE_KEYS = [  # (metric in metrics.jsonl, file stem, title, y label)
     ("reward", "reward", "training reward (weighted sum)", "reward"),
@@ -23,6 +23,17 @@ def _fmt(value, digits: int = 3) -> str:
 
 def _percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _clip_cell(group: dict) -> str:
+    """Share of tokens dropped, and tokens dropped per generation batch (`entropy_dynamics/clip_count`)."""
+    if group["clip_frac_mean"] is None:
+        return "n/a"
+    return f"{_percent(group['clip_frac_mean'])} ({_fmt(group.get('clip_count_mean'), 2)}/step)"
+
+
+def _digits(key: str) -> int:
+    return 1 if "length" in key or "steps" in key else 3
 
 
 def _accuracy_cell(group: dict) -> str:
@@ -49,7 +60,7 @@ def compare_table(result: dict, threshold: float) -> str:
     lines = [
         "| method | runs ok | final accuracy (mean ± std) | min – max | accuracy before | "
         f"steps to reward ≥ {threshold:g} (seeds reaching it) | mean completion length | final reward | "
-        "final entropy | tokens clipped | train time (s) |",
+        "final entropy | tokens dropped (per step) | train time (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, data in result["groups"].items():
@@ -57,7 +68,7 @@ def compare_table(result: dict, threshold: float) -> str:
         lines.append(
             f"| {name} | {g['runs_ok']}/{g['runs']} | {_accuracy_cell(g)} | {_range_cell(g)} | "
             f"{_fmt(g['accuracy_before_mean'])} | {_threshold_cell(g)} | {_fmt(g['mean_completion_length'], 1)} | "
-            f"{_fmt(g['final_reward_mean'])} | {_fmt(g['final_entropy_mean'])} | {_percent(g['clip_frac_mean'])} | "
+            f"{_fmt(g['final_reward_mean'])} | {_fmt(g['final_entropy_mean'])} | {_clip_cell(g)} | "
             f"{_fmt(g['train_runtime_s_mean'], 0)} |"
         )
     return "\n".join(lines)
@@ -83,12 +94,14 @@ def sweep_table(result: dict) -> str:
 
 
 def _ci_cell(ci: dict, digits: int = 3) -> str:
-    """`mean [low, high] (n)`, or the mean alone (n < 2), or n/a."""
+    """`mean [low, high] (n)`, or the mean alone (n < 2), or n/a; bold when a paired interval excludes 0 (decided
+    on the unrounded bounds: `beyond_noise`)."""
     if ci["mean"] is None:
         return "n/a"
     if ci["low"] is None:
         return f"{ci['mean']:.{digits}f} (n={ci['n']})"
-    return f"{ci['mean']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}] (n={ci['n']})"
+    cell = f"{ci['mean']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+    return f"**{cell}** (n={ci['n']})" if ci.get("beyond_noise") else f"{cell} (n={ci['n']})"
 
 
 def ci_table(result: dict) -> str:
@@ -98,7 +111,7 @@ def ci_table(result: dict) -> str:
         "|---" * (len(STAT_METRICS) + 1) + "|",
     ]
     for name, data in result["groups"].items():
-        cells = [_ci_cell(data["summary"]["ci"][key], 1 if "length" in key else 3) for key, _ in STAT_METRICS]
+        cells = [_ci_cell(data["summary"]["ci"][key], _digits(key)) for key, _ in STAT_METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -110,7 +123,27 @@ def paired_table(result: dict, baseline: str = BASELINE) -> str:
     header = "| method - " + baseline + " | " + " | ".join(label for _, label in STAT_METRICS) + " |"
     lines = [header, "|---" * (len(STAT_METRICS) + 1) + "|"]
     for name, metrics in result["paired"].items():
-        cells = [_ci_cell(metrics[key], 1 if "length" in key else 3) for key, _ in STAT_METRICS]
+        cells = [_ci_cell(metrics[key], _digits(key)) for key, _ in STAT_METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def power_table(paired: dict, seeds: int, baseline: str = BASELINE) -> str:
+    """Per method and metric: the std of the measured per-seed differences to the baseline (n seeds) and the
+    smallest true difference `seeds` seeds detect 80% of the time at 95% (`detectable_difference`)."""
+    if not paired:
+        return f"No paired differences: no `{baseline}` runs, or no other method."
+    header = f"| method - {baseline} | " + " | ".join(label for _, label in STAT_METRICS) + " |"
+    lines = [header, "|---" * (len(STAT_METRICS) + 1) + "|"]
+    for name, metrics in paired.items():
+        cells = []
+        for key, _ in STAT_METRICS:
+            m, digits = metrics.get(key, {}), _digits(key) + (1 if _digits(key) == 3 else 0)
+            if m.get("std") is None:
+                cells.append("n/a")
+            else:
+                found = detectable_difference(m["std"], seeds)
+                cells.append(f"{found:.{digits}f} (std {m['std']:.{digits}f}, n={m['n']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -173,14 +206,19 @@ def write_compare_report(result: dict, config: dict, out_dir: Path, window: int,
         compare_table(result, threshold),
         "Per method, mean over seeds and its 95% t interval [low, high] (n = seeds):",
         ci_table(result),
-        f"Paired by seed, method - {BASELINE} (mean difference and its 95% t interval; an interval that excludes 0 is "
-        "a difference beyond seed noise at this number of seeds):",
+        f"Paired by seed, method - {BASELINE} (mean difference and its 95% t interval; **bold**: the interval "
+        "excludes 0 on its unrounded bounds, a difference beyond seed noise at this number of seeds; steps to "
+        "threshold over the seeds where both runs reached it):",
         paired_table(result),
+        f"Smallest true difference these {len(config['seeds'])} seeds detect 80% of the time (95% interval), from "
+        "the measured std of the per-seed differences (std and n in brackets):",
+        power_table(result.get("paired", {}), len(config["seeds"])),
         f"Reward AUC: trapezoidal area under `{config['reward_key']}` against step divided by the span of steps "
         "(the time-averaged training reward). Final entropy: trailing mean of TRL's `entropy` (nats) at the last "
         "logged step. Steps to threshold: first logged step whose trailing mean of "
         f"`{config['reward_key']}` over {window} logged steps is >= the threshold; the mean is over the seeds that "
-        "reached it. Final accuracy: greedy, held-out test split (accuracy.json). Mean completion length: mean of "
+        "reached it. Tokens dropped: Clip_B / Clip_V's `entropy_dynamics/clip_frac` and `clip_count` (per generation "
+        "batch), averaged over the run. Final accuracy: greedy, held-out test split (accuracy.json). Mean completion length: mean of "
         "`completions/mean_length` over the run.",
         failures_text(result), "Figures: " + ", ".join(f"`{p.name}`" for p in figures),
     ])  # fmt: skip

@@ -10,7 +10,8 @@ compare's `compare_run.json`. Definitions (the tables of compare.md / sweep.md; 
   did and how many did.
 - mean completion length: mean of `completions/mean_length` (tokens) over every logged training step of a run.
 - final reward / final entropy: the smoothed `reward_key` / TRL `entropy` (nats) at the last logged step; tokens
-  clipped: `entropy_dynamics/clip_frac` averaged over the run (clip runs only).
+  clipped: `entropy_dynamics/clip_frac` averaged over the run (clip runs only); tokens dropped per step:
+  `entropy_dynamics/clip_count` (tokens dropped in the generation batch) averaged over the run.
 - weight statistics (sweep): `egsw/weight_min|max|std|ess` averaged over the logged steps of a run (each step's
   value is already the min / max / std / mean ESS over that generation batch), then over seeds.
 - reward AUC (sample efficiency): the area under the raw `reward_key` curve against step (trapezoids), divided by
@@ -21,7 +22,10 @@ compare's `compare_run.json`. Definitions (the tables of compare.md / sweep.md; 
   completion length (`STAT_METRICS`).
 - paired difference (`paired_difference`): method - baseline (GRPO) per seed, over the seeds where both runs are ok
   and have the value, then the t interval of those differences (the seed fixes data order and sampling, so the pair
-  shares its noise).
+  shares its noise). `beyond_noise` is decided on the unrounded bounds. Steps to threshold are paired over the seeds
+  where both runs reached it.
+- detectable difference (`detectable_difference`): the smallest true paired difference n seeds detect 80% of the
+  time, from a measured std of the per-seed differences.
 - the curves (PNG): per method, the smoothed metric against step, mean over seeds as a line and, as the band, the
   95% t interval of that mean over the seeds logged at that step (`band="ci"`; a step logged by one seed has no
   band) or their min-max (`band="minmax"`).
@@ -46,6 +50,7 @@ STAT_METRICS = [
     ("reward_auc", "reward AUC (mean training reward over steps)"),
     ("final_entropy", "final entropy (nats)"),
     ("mean_completion_length", "mean completion length (tokens)"),
+    ("steps_to_threshold", "steps to reward >= threshold (seeds reaching it)"),
 ]
 BASELINE = "grpo"
 # t_{0.975, df} for df = 1..30 (scipy.stats.t.ppf(0.975, df), 6 decimals); beyond 30 the Cornish-Fisher expansion
@@ -55,16 +60,33 @@ T975 = (
     2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272,
 )  # fmt: skip
 Z975 = 1.959963984540054  # the normal quantile
+# t_{0.80, df} for df = 1..30 (scipy.stats.t.ppf(0.8, df)): the power term of the detectable difference
+T80 = (
+    1.376382, 1.060660, 0.978472, 0.940965, 0.919544, 0.905703, 0.896030, 0.888890, 0.883404, 0.879058,
+    0.875530, 0.872609, 0.870152, 0.868055, 0.866245, 0.864667, 0.863279, 0.862049, 0.860951, 0.859964,
+    0.859074, 0.858266, 0.857530, 0.856855, 0.856236, 0.855665, 0.855137, 0.854647, 0.854192, 0.853767,
+)  # fmt: skip
+Z80 = 0.8416212335729143
 
 
 def t_critical(df: int) -> float:
     """Two-sided 95% Student t critical value t_{0.975, df}: the table up to df 30, then the Cornish-Fisher
     expansion in 1/df around the normal quantile (Abramowitz & Stegun 26.7.5; error < 1e-7 for df > 30)."""
+    return _t_quantile(df, T975, Z975)
+
+
+def detectable_difference(std: float, n: int) -> float:
+    """The smallest true mean paired difference that n seeds detect with a two-sided 95% t interval excluding 0,
+    80% of the time, given the sample std of the per-seed differences: (t_{0.975, n-1} + t_{0.80, n-1}) * std /
+    sqrt(n) (the usual approximation; it treats std as known)."""
+    return (t_critical(n - 1) + _t_quantile(n - 1, T80, Z80)) * std / math.sqrt(n)
+
+
+def _t_quantile(df: int, table: tuple[float, ...], z: float) -> float:
     if df < 1:
-        raise ValueError(f"t_critical needs df >= 1, got {df}")
-    if df <= len(T975):
-        return T975[df - 1]
-    z = Z975
+        raise ValueError(f"a t quantile needs df >= 1, got {df}")
+    if df <= len(table):
+        return table[df - 1]
     terms = [
         (z**3 + z) / 4,
         (5 * z**5 + 16 * z**3 + 3 * z) / 96,
@@ -91,10 +113,13 @@ def mean_ci(values: Sequence[float | None]) -> dict:
 
 
 def paired_difference(values: dict, baseline: dict) -> dict:
-    """`values[seed] - baseline[seed]` over the seeds present (and not None) in both, with their 95% t interval."""
+    """`values[seed] - baseline[seed]` over the seeds present (and not None) in both, with their 95% t interval;
+    `beyond_noise`: the interval excludes 0 on its unrounded bounds (None without an interval)."""
     seeds = sorted(s for s in values.keys() & baseline.keys() if values[s] is not None and baseline[s] is not None)
     differences = [values[s] - baseline[s] for s in seeds]
-    return {"seeds": seeds, "differences": differences, **mean_ci(differences)}
+    out = {"seeds": seeds, "differences": differences, **mean_ci(differences)}
+    out["beyond_noise"] = None if out["low"] is None else bool(out["low"] > 0 or out["high"] < 0)
+    return out
 
 
 def reward_auc(steps: Sequence[int], values: Sequence[float | None]) -> float | None:
@@ -174,6 +199,7 @@ def summarize_run(run: dict, threshold: float, window: int, reward_key: str = "r
         "final_reward": smoothed[-1] if smoothed else None,
         "final_entropy": trailing_mean([r.get("entropy") for r in train], window)[-1] if train else None,
         "clip_frac": _mean(r.get("entropy_dynamics/clip_frac") for r in train),
+        "clip_count": _mean(r.get("entropy_dynamics/clip_count") for r in train),
         "train_runtime_s": run["summary"].get("train_runtime"),
     }
     for key in WEIGHT_KEYS:
@@ -205,6 +231,7 @@ def summarize_group(runs: list[dict]) -> dict:
         "final_reward_mean": _mean(r["final_reward"] for r in ok),
         "final_entropy_mean": _mean(r["final_entropy"] for r in ok),
         "clip_frac_mean": _mean(r["clip_frac"] for r in ok),
+        "clip_count_mean": _mean(r["clip_count"] for r in ok),
         "train_runtime_s_mean": _mean(r["train_runtime_s"] for r in ok),
     }
     for key in WEIGHT_KEYS:
