@@ -13,6 +13,7 @@ from open_r1_egsw.entropy_dynamics import clip_b_mask, clip_v_mask
 from open_r1_egsw.shaping import (
     STATISTICS,
     ShapingSettings,
+    loss_token_scale,
     needed_statistics,
     pack_rows,
     shape_advantages,
@@ -64,3 +65,12 @@ def test_shape_advantages_composes_the_method_modules():
     assert clip_v.weights is None
     assert torch.equal(clip_v.keep, clip_v_mask(stats["S"], stats["S_baseline"], advantages, mask, mu=0.1, max_frac=0))
     assert clip_v.metrics["entropy_dynamics/clip_count"] == 1.0  # max_frac 0: still the one most violating token
+
+
+def test_loss_token_scale_of_each_loss_type():
+    """d(loss)/d(token surrogate) over N = 2 completions of 3 and 1 valid tokens (4 in all, max length 5):
+    grpo 1 / (|o_i| N) = 1/6 and 1/2; bnpo and dapo 1 / 4; dr_grpo 1 / (N * 5) = 1/10."""
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    assert torch.equal(loss_token_scale("grpo", mask, 5), torch.tensor([[1 / 6], [1 / 2]]))
+    assert loss_token_scale("dapo", mask, 5) == loss_token_scale("bnpo", mask, 5) == 0.25
+    assert loss_token_scale("dr_grpo", mask, 5) == 0.1

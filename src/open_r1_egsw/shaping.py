@@ -92,6 +92,20 @@ def shape_advantages(
     return Shaped(weights=weights, keep=keep, metrics=metrics)
 
 
+def loss_token_scale(loss_type: str, mask: torch.Tensor, max_completion_length: int) -> torch.Tensor | float:
+    """d(loss)/d(per-token surrogate) of TRL's loss types over one optimizer step of N completions (mask (N, T)).
+
+    grpo: 1 / (|o_i| N), shape (N, 1); bnpo and dapo: 1 / (valid tokens of the batch); dr_grpo:
+    1 / (N * max_completion_length).
+    """
+    n = mask.size(0)
+    if loss_type == "grpo":
+        return 1.0 / (mask.sum(dim=1, keepdim=True).clamp(min=1) * n)
+    if loss_type == "dr_grpo":
+        return 1.0 / (n * max_completion_length)
+    return 1.0 / mask.sum().clamp(min=1).item()
+
+
 def pack_rows(per_row: torch.Tensor, per_token: list[torch.Tensor]) -> torch.Tensor:
     """(B,) and K tensors (B, T) as one float64 (B, 1 + K, max(T, 1)) tensor: one collective moves them all.
 

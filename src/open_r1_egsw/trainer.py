@@ -34,7 +34,14 @@ from trl.models.utils import disable_gradient_checkpointing
 from .entropy_dynamics import AdaptiveEGSWController, masked_mean, predicted_entropy_change
 from .prompt_truncation import PromptTruncationMixin  # open-r1's max_prompt_length
 from .reward_failures import held, raise_everywhere
-from .shaping import ShapingSettings, needed_statistics, pack_rows, shape_advantages, unpack_rows
+from .shaping import (
+    ShapingSettings,
+    loss_token_scale,
+    needed_statistics,
+    pack_rows,
+    shape_advantages,
+    unpack_rows,
+)
 from .token_stats import FusedHeadCapture, GenerationRecorder, complete, select_source
 from .vllm_cpu import keep_colocated_weights_loadable
 
@@ -271,16 +278,8 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
             self.egsw_temperature = new_value
 
     def _loss_token_scale(self, full_mask: torch.Tensor) -> torch.Tensor | float:
-        """d(loss)/d(per-token surrogate) for the configured loss type, over one optimizer step (N completions).
-
-        grpo: 1 / (|o_i| N); bnpo and dapo: 1 / (valid tokens of the batch); dr_grpo: 1 / (N * max_completion_length).
-        """
-        n = full_mask.size(0)
-        if self.loss_type == "grpo":
-            return 1.0 / (full_mask.sum(dim=1, keepdim=True).clamp(min=1) * n)
-        if self.loss_type == "dr_grpo":
-            return 1.0 / (n * self.max_completion_length)
-        return 1.0 / full_mask.sum().clamp(min=1).item()
+        """d(loss)/d(per-token surrogate) for the configured loss type (shaping.loss_token_scale)."""
+        return loss_token_scale(self.loss_type, full_mask, self.max_completion_length)
 
     @torch.no_grad()
     def _log_measured_entropy_change(self) -> None:
