@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from .compare_report import parse_setting
 from .compare_stats import STAT_METRICS, detectable_difference, paired_vs_baseline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,8 +146,8 @@ def sweep_table(report: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, data in report["groups"].items():
         g = data["summary"]
-        alpha, temperature = name[1:].split("_p")
-        lines.append(f"| {alpha} | {temperature} | {g['runs_ok']} | {interval(g['ci']['final_accuracy'], 'final_accuracy')} | "
+        alpha, temperature = parse_setting(name)
+        lines.append(f"| {alpha:g} | {temperature:g} | {g['runs_ok']} | {interval(g['ci']['final_accuracy'], 'final_accuracy')} | "
                      f"{interval(g['ci']['reward_auc'], 'reward_auc')} | {g['egsw/weight_max']:.2f} | "
                      f"{g['egsw/weight_std']:.3f} | {g['egsw/ess']:.3f} |")  # fmt: skip
     return lines
