@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 from transformers import set_seed
@@ -27,7 +28,6 @@ from open_r1_egsw.data import load_dataset_any, require_columns, require_split, 
 from open_r1_egsw.model_utils import apply_stop_tokens, load_model_and_tokenizer
 from open_r1_egsw.quick_eval import greedy_accuracy
 from open_r1_egsw.rewards import get_reward_funcs
-from open_r1_egsw.trainer import EGSWTrainer
 from open_r1_egsw.utils import (
     ConfigError,
     MetricsJSONLCallback,
@@ -36,6 +36,9 @@ from open_r1_egsw.utils import (
     parse_recipe_args,
     setup_logging,
 )
+
+if TYPE_CHECKING:
+    from open_r1_egsw.trainer import EGSWTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ def build_trainer(
     ##############################
     # Initialize the GRPO trainer
     ##############################
+    from open_r1_egsw.trainer import EGSWTrainer  # TRL's trainer imports vLLM (~8 s): not on a bad recipe's path
+
     trainer = EGSWTrainer(
         model=model,
         reward_funcs=reward_funcs,

@@ -146,7 +146,7 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
             handle.remove()
 
     @torch.no_grad()
-    def _extra_forward_stats(self, batch: dict, mode: str, need: set[str]) -> dict[str, torch.Tensor]:
+    def _extra_forward_stats(self, batch: dict, mode: str, need: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Source "extra-forward": TRL's own (fused-head) policy forward, once more, under `FusedHeadCapture`."""
         input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
         attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
@@ -287,7 +287,7 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
         previous, self._previous_batch = self._previous_batch, None
         if previous is None:
             return
-        after = self._extra_forward_stats(previous["batch"], "train", {"entropy"})["entropy"]
+        after = self._extra_forward_stats(previous["batch"], "train", ("entropy",))["entropy"]
         mask = previous["batch"]["completion_mask"]
         _, (after_all, mask_all) = self._gather_rows(torch.zeros(mask.size(0), device=mask.device), [after, mask])
         measured = masked_mean(after_all, mask_all) - masked_mean(previous["entropy"], previous["mask"])
