@@ -31,14 +31,19 @@ The diagnostics' measured entropy change needs one forward of the updated policy
 it is timed apart and reported as the method `log_entropy_dynamics+measured_dH`.
 
 The CPU-time ratio is the same median over batches of the process's CPU time (`time.process_time`, rank 0's): it
-leaves out time spent waiting for a core or for the other rank, so it is the methods' own work even on a loaded
-machine; the step-time (wall) ratio is what a user waits for, and needs an idle machine.
+leaves out time spent waiting for a core or for the other rank; the step-time (wall) ratio is what a user waits for,
+and needs an idle machine. Both are differences of two noisy step times. The own-code share is not: the wall time
+spent inside the methods' own code during the step (the generation hook, the statistics, the gather, the shaping,
+the controller, the predicted entropy change; GRPO runs none of it), over GRPO's step on the same batch, median over
+batches. Where the rest of the step is the same work in both arms, step-time ratio = 1 + own-code share.
 
 Writes reports/bench/bench.json: a list of {"method", "setting", "step_time_ratio", "peak_memory_ratio", "steps",
-"command"} (plus the two medians in seconds and the load average while the setting ran).
+"command"} (plus the CPU-time ratio, the own-code share, the two medians in seconds and the load average while the
+setting ran).
 """
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -87,6 +92,30 @@ def set_method(trainer, name: str, overrides: dict | None = None) -> None:
         setattr(trainer.args, key, value)
 
 
+def time_own_code(trainer, clock: dict) -> None:
+    """Add to clock["own"] the wall time of every call into the methods' own code (none of it runs with every method
+    off). Outermost calls only: none of these calls another."""
+    import open_r1_egsw.trainer as trainer_module
+    from open_r1_egsw.token_stats import GenerationRecorder
+
+    def timed(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                clock["own"] += time.perf_counter() - start
+
+        return wrapper
+
+    GenerationRecorder._hook = timed(GenerationRecorder._hook)  # bound at each generation's register()
+    for name in ("shape_advantages", "predicted_entropy_change"):
+        setattr(trainer_module, name, timed(getattr(trainer_module, name)))
+    for name in ("_sampling_token_stats", "_gather_rows", "_update_controller"):
+        setattr(trainer, name, timed(getattr(trainer, name)))
+
+
 def reset_peak_rss() -> None:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
@@ -101,32 +130,35 @@ def peak_rss_mib() -> float:
 def alternate(
     trainer, methods: list[str], steps: int, warmup: int, repeats: int, overrides: dict | None = None
 ) -> dict:
-    """Per-batch wall time, peak RSS and measured-dH forward time of each method, alternated on the same batches."""
+    """Per-batch wall time, peak RSS, own-code time and measured-dH forward time of each method, alternated on the
+    same batches."""
     import torch
 
-    measured = {"s": 0.0, "cpu": 0.0}
+    measured = {"s": 0.0, "cpu": 0.0, "own": 0.0}
+    time_own_code(trainer, measured)
     log_measured = trainer._log_measured_entropy_change
 
     def timed_measured():  # the forward after the step that `log_entropy_dynamics` pays by definition
-        start, start_cpu = time.perf_counter(), time.process_time()
+        start, start_cpu, own = time.perf_counter(), time.process_time(), measured["own"]
         log_measured()
         measured["s"] += time.perf_counter() - start
         measured["cpu"] += time.process_time() - start_cpu
+        measured["own"] = own  # its gather is part of the measured-dH forward's time, not counted twice
 
     trainer._log_measured_entropy_change = timed_measured
     batches = iter(trainer.get_train_dataloader())
-    records = {name: {"time": [], "peak": [], "measured": [], "cpu": [], "cpu_measured": []} for name in methods}
+    records = {name: {key: [] for key in ("time", "peak", "measured", "cpu", "cpu_measured", "own")} for name in methods}
     for index in range(steps + warmup):
         inputs = next(batches)
         order = methods[index % len(methods) :] + methods[: index % len(methods)]
         for name in order:
             set_method(trainer, name, overrides)
-            runs = []  # (wall time, measured-dH time, peak RSS, CPU time) of each repeat
+            runs = []  # (wall time, measured-dH time, peak RSS, own-code time, CPU time, its measured-dH part)
             for _ in range(repeats):
                 trainer.model.train()
                 trainer.current_gradient_accumulation_steps = 1
                 torch.manual_seed(index)  # same sampling randomness for every method and repeat on this batch
-                measured["s"] = measured["cpu"] = 0.0
+                measured["s"] = measured["cpu"] = measured["own"] = 0.0
                 reset_peak_rss()
                 start, start_cpu = time.perf_counter(), time.process_time()
                 batch = trainer._generate_and_score_completions(inputs)
@@ -134,15 +166,17 @@ def alternate(
                 elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
                 trainer.model.zero_grad(set_to_none=True)
                 runs.append(
-                    (elapsed - measured["s"], measured["s"], peak_rss_mib(), cpu - measured["cpu"], measured["cpu"])
-                )
-            step, dh, peak, _, _ = min(runs)
-            cpu, cpu_dh = min(r[3:] for r in runs)  # the least CPU time, separately from the fastest wall time
+                    (elapsed - measured["s"], measured["s"], peak_rss_mib(), measured["own"], cpu - measured["cpu"],
+                     measured["cpu"])
+                )  # fmt: skip
+            step, dh, peak, own, _, _ = min(runs)
+            cpu, cpu_dh = min(r[4:] for r in runs)  # the least CPU time, separately from the fastest wall time
             print(f"batch {index + 1}/{steps + warmup} {name}: {step + dh:.2f} s", file=sys.stderr, flush=True)
             if index >= warmup:
                 records[name]["time"].append(step + dh)
                 records[name]["peak"].append(peak)
                 records[name]["measured"].append(dh)
+                records[name]["own"].append(own)
                 records[name]["cpu"].append(cpu)
                 records[name]["cpu_measured"].append(cpu_dh)
     return records
@@ -155,14 +189,18 @@ def summarise(records: dict, setting: str, steps: int, command: str, load: str) 
     for name, rec in records.items():
         if name == "grpo":
             continue
-        variants = {name: ([t - m for t, m in zip(rec["time"], rec["measured"])], rec["cpu"])}
+        variants = {name: ([t - m for t, m in zip(rec["time"], rec["measured"])], rec["cpu"], rec["own"])}
         if name == "log_entropy_dynamics":
-            variants[name + "+measured_dH"] = (rec["time"], [c + m for c, m in zip(rec["cpu"], rec["cpu_measured"])])
-        for label, (times, cpus) in variants.items():
+            variants[name + "+measured_dH"] = (
+                rec["time"], [c + m for c, m in zip(rec["cpu"], rec["cpu_measured"])],
+                [o + m for o, m in zip(rec["own"], rec["measured"])],
+            )  # fmt: skip
+        for label, (times, cpus, owns) in variants.items():
             rows.append({
                 "method": label, "setting": setting,
                 "step_time_ratio": round(statistics.median(t / g for t, g in zip(times, grpo["time"])), 4),
                 "cpu_time_ratio": round(statistics.median(c / g for c, g in zip(cpus, grpo["cpu"])), 4),
+                "own_code_share": round(statistics.median(o / g for o, g in zip(owns, grpo["time"])), 4),
                 "peak_memory_ratio": round(statistics.median(p / g for p, g in zip(rec["peak"], grpo["peak"])), 4),
                 "steps": steps, "command": command,
                 "grpo_step_s": round(statistics.median(grpo["time"]), 4), "method_step_s": round(statistics.median(times), 4),
@@ -193,10 +231,11 @@ def run_setting(args: argparse.Namespace) -> None:
 
 def print_table(rows: list[dict]) -> None:
     print(f"{'setting':14} {'method':34} {'GRPO step (s)':>13} {'method (s)':>10} {'time ratio':>10} "
-          f"{'CPU ratio':>9} {'memory ratio':>12}  load (1/5/15 min)")  # fmt: skip
+          f"{'CPU ratio':>9} {'own code':>8} {'memory ratio':>12}  load (1/5/15 min)")  # fmt: skip
     for r in rows:
         print(f"{r['setting']:14} {r['method']:34} {r['grpo_step_s']:13.4f} {r['method_step_s']:10.4f} "
-              f"{r['step_time_ratio']:10.3f} {r['cpu_time_ratio']:9.3f} {r['peak_memory_ratio']:12.3f}  "
+              f"{r['step_time_ratio']:10.3f} {r['cpu_time_ratio']:9.3f} {r['own_code_share']:8.3f} "
+              f"{r['peak_memory_ratio']:12.3f}  "
               f"{r['load_average']}")  # fmt: skip
 
 
