@@ -35,7 +35,8 @@ leaves out time spent waiting for a core or for the other rank; the step-time (w
 and needs an idle machine. Both are differences of two noisy step times. The own-code share is not: the wall time
 spent inside the methods' own code during the step (the generation hook, the statistics, the gather, the shaping,
 the controller, the predicted entropy change; GRPO runs none of it), over GRPO's step on the same batch, median over
-batches. Where the rest of the step is the same work in both arms, step-time ratio = 1 + own-code share.
+batches. Where the rest of the step is the same work in both arms, step-time ratio = 1 + own-code share. (In
+trl-forward the E_p[S] capture runs inside TRL's forward and is not in it; the extra forward of extra-forward is.)
 
 Writes reports/bench/bench.json: a list of {"method", "setting", "step_time_ratio", "peak_memory_ratio", "steps",
 "command"} (plus the CPU-time ratio, the own-code share, the two medians in seconds and the load average while the
