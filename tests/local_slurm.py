@@ -210,6 +210,9 @@ def slurm_conf(nodes: int, gpus: int) -> str:
         "MpiDefault=none",
         "MailProg=/bin/true",
         "KillWait=5",
+        # a re-queued job becomes eligible when cred_expire passes, an event no scheduler pass follows: it then waits
+        # for the next periodic pass (main loop 60 s, backfill 30 s by default); passes every 2 s bound that wait
+        "SchedulerParameters=sched_interval=2,bf_interval=2",
     ]
     if gpus:
         lines.append("GresTypes=gpu")
