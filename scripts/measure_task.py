@@ -1,4 +1,4 @@
-"""Command line of open_r1_egsw.task_stats: what a warm start gives EGSW to work with (entropy, length and entropy
+"""Command line of open_r1_egsw.experiments.task_stats: what a warm start gives EGSW to work with (entropy, length and entropy
 spread within groups, EGSW weights at alpha 0.8 vs 0), printed and written as JSON. CPU, one process.
 
     python scripts/measure_task.py --model .cache/demo/sft-model --data .cache/demo/data --out demo_task.json
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from open_r1_egsw.task_stats import measure
+from open_r1_egsw.experiments.task_stats import measure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.model, args.data):
         if not path.exists():
             sys.stderr.write(
-                f"error: {path} does not exist (build it: python -m open_r1_egsw.demo_task --warm-start)\n"
+                f"error: {path} does not exist (build it: python -m open_r1_egsw.experiments.demo_task --warm-start)\n"
             )
             return 2
     result = measure(args.model, args.data, args.prompts, args.num_generations, args.max_new_tokens,

@@ -7,7 +7,7 @@ The recipe (default: recipes/SmolLM2-135M-Instruct/egsw/config.yaml, read with t
 data, system prompt, rewards, temperature, completion length, learning rate, loss type and the generation batch of
 one step; --model / --data override its paths. Writes the JSON (command, seed, versions, wall time, load average)
 and, beside it, a markdown table that sets it beside the demo task's warm-start table
-(docs/results/demo_task_warm_start.json). What is measured, and how: src/open_r1_egsw/real_batches.py.
+(docs/results/demo_task_warm_start.json). What is measured, and how: src/open_r1_egsw/experiments/real_batches.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from open_r1_egsw.real_batches import measure, sample, score
+from open_r1_egsw.experiments.real_batches import measure, sample, score
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = Path("recipes/SmolLM2-135M-Instruct/egsw/config.yaml")
@@ -37,8 +37,8 @@ def fail(message: str) -> int:
 def read_recipe(path: Path):
     from trl import ModelConfig
 
-    from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
-    from open_r1_egsw.utils import parse_recipe_args
+    from open_r1_egsw.cli.recipe_args import parse_recipe_args
+    from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
 
     return parse_recipe_args(
         (GRPOScriptArguments, EGSWConfig, ModelConfig), ["--config", str(path), "--use_cpu", "true"]
@@ -47,7 +47,7 @@ def read_recipe(path: Path):
 
 def rewards_of(script_args, training_args, rows, texts, completion_ids, prompts) -> tuple[torch.Tensor, dict]:
     """The recipe's weighted reward sum per completion (None counts 0, as TRL's nansum), and each reward's mean."""
-    from open_r1_egsw.rewards import get_reward_funcs
+    from open_r1_egsw.training.rewards import get_reward_funcs
 
     funcs = get_reward_funcs(script_args.reward_funcs)
     weights = training_args.reward_weights or [1.0] * len(funcs)
@@ -76,8 +76,8 @@ def versions() -> dict[str, str | None]:
 def run(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from open_r1_egsw.data import conversation_prompt
-    from open_r1_egsw.task_stats import group_advantages, load_rows
+    from open_r1_egsw.experiments.task_stats import group_advantages, load_rows
+    from open_r1_egsw.training.data import conversation_prompt
 
     script_args, training_args, model_args = read_recipe(args.recipe)
     model_dir = Path(args.model or model_args.model_name_or_path)

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from test_grpo import ROOT, error_line, run, tiny_args
 
-from open_r1_egsw.checkpoints import checkpoint_problem, last_complete_checkpoint
-from open_r1_egsw.rewards import REWARD_FUNCS_REGISTRY, RewardError, check_rewards, get_reward_funcs
-from open_r1_egsw.utils import read_metrics
+from open_r1_egsw.training.checkpoints import checkpoint_problem, last_complete_checkpoint
+from open_r1_egsw.training.outputs import read_metrics
+from open_r1_egsw.training.rewards import REWARD_FUNCS_REGISTRY, RewardError, check_rewards, get_reward_funcs
 
 HELPER = ROOT / "tests/helpers/run_grpo.py"
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from open_r1_egsw import compare, compare_report, compare_runs, compare_stats
-from open_r1_egsw.utils import MetricsJSONLCallback
+from open_r1_egsw.training.outputs import MetricsJSONLCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -204,7 +204,7 @@ def test_recipe_drift_is_reported(tmp_path):
 
 def run_compare(*args, timeout=900):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, "-m", "open_r1_egsw.compare", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "open_r1_egsw.experiments.compare.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=ROOT)  # fmt: skip
 
 
@@ -268,7 +268,10 @@ def test_make_compare_and_sweep_pick_the_task(task, builder):
     EXP_TASK is one error line naming it, and so is TASK (evaluation's benchmark list) on the command line (make -n:
     the commands are printed, not run). The demo case passes no EXP_TASK."""
     task_args = [] if task == "demo" else [f"EXP_TASK={task}"]
-    commands = {"compare": "-m open_r1_egsw.compare --task", "sweep": "-m open_r1_egsw.compare sweep --task"}
+    commands = {
+        "compare": "-m open_r1_egsw.experiments.compare --task",
+        "sweep": "-m open_r1_egsw.experiments.compare sweep --task",
+    }
     for target, command in commands.items():
         proc = subprocess.run(["make", "-n", target, *task_args], cwd=ROOT, capture_output=True, text=True)
         if builder is None:
@@ -279,7 +282,7 @@ def test_make_compare_and_sweep_pick_the_task(task, builder):
         assert any(line.endswith(f"-m open_r1_egsw.{builder} --warm-start") for line in lines), lines
         assert any(f"{command} {task}" in line for line in lines), lines
         proc = subprocess.run(["make", "-n", target, f"TASK={task}"], cwd=ROOT, capture_output=True, text=True)
-        assert proc.returncode == 2 and "open_r1_egsw.compare" not in proc.stdout, proc.stdout
+        assert proc.returncode == 2 and "open_r1_egsw.experiments.compare.cli" not in proc.stdout, proc.stdout
         assert (
             "TASK names evaluation's benchmarks; compare and sweep take EXP_TASK=demo or EXP_TASK=tiny" in proc.stderr
         )

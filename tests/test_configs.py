@@ -8,8 +8,8 @@ from dataclasses import MISSING, fields
 import pytest
 import trl
 
-from open_r1_egsw import configs
-from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments, SFTScriptArguments
+from open_r1_egsw.training import configs
+from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments, SFTScriptArguments
 
 NEW_FIELDS = [f for f in fields(EGSWConfig) if f.name not in {g.name for g in fields(trl.GRPOConfig)}]
 

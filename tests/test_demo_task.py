@@ -8,9 +8,15 @@ from collections import Counter
 import pytest
 from transformers import AutoTokenizer
 
-from open_r1_egsw.demo_task import DemoSpec, build_demo_assets, completion_text, make_demo_rows, solution_text
-from open_r1_egsw.embedded import EmbeddedSpec, has_carry
-from open_r1_egsw.rewards import get_reward_funcs
+from open_r1_egsw.experiments.demo_task import (
+    DemoSpec,
+    build_demo_assets,
+    completion_text,
+    make_demo_rows,
+    solution_text,
+)
+from open_r1_egsw.experiments.embedded import EmbeddedSpec, has_carry
+from open_r1_egsw.training.rewards import get_reward_funcs
 
 SPEC = DemoSpec(num_train=600, num_test=50)
 
@@ -99,9 +105,9 @@ def test_demo_warm_start_has_the_properties_egsw_needs(tmp_path):
     spread on the idle machine; the seed-1 batch 0.313 nats and CV 0.273). Issue 16's targets are >= 0.3 nats and
     CV >= 0.2: the CV is asserted at its target; the entropy 0.01 under it, because 750 SFT steps on another CPU's
     float rounding can move it by about that much. SFT of 750 x 32: 4.4 minutes on the idle 2-core machine."""
-    from open_r1_egsw.demo_task import DEMO_SFT_RECIPE
-    from open_r1_egsw.embedded import warm_start
-    from open_r1_egsw.task_stats import measure
+    from open_r1_egsw.experiments.demo_task import DEMO_SFT_RECIPE
+    from open_r1_egsw.experiments.embedded import warm_start
+    from open_r1_egsw.experiments.task_stats import measure
 
     paths = build_demo_assets(tmp_path / "demo")
     model = warm_start(paths, DEMO_SFT_RECIPE)

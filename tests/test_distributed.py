@@ -1,6 +1,6 @@
 """Two CPU processes train the tiny recipes for real, with the commands launch.py renders (gloo; no GPU needed).
 
-Each run goes through `python -m open_r1_egsw.launch train` (the path `make train RECIPE=...` and slurm/train.slurm
+Each run goes through `python -m open_r1_egsw.cli.launch train` (the path `make train RECIPE=...` and slurm/train.slurm
 take); the rendered command is executed with tests/scripts/distributed_grpo.py in place of grpo.py, which runs
 grpo.py's own `cli_main` and then saves each rank's world size and parameters. PITFALLS: on CPU a wrong flag
 silently gives one process, or two processes that each train alone; both are caught by the world-size and
@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from open_r1_egsw.shaping import ShapingSettings, shape_advantages
-from open_r1_egsw.utils import read_metrics
+from open_r1_egsw.methods.shaping import ShapingSettings, shape_advantages
+from open_r1_egsw.training.outputs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/tiny/egsw/config.yaml"
@@ -59,8 +59,18 @@ def warm_overrides(warm, out_dir, *extra) -> list[str]:
 
 
 def render(*launch_args: str, overrides: list[str], recipe: str = RECIPE) -> list[str]:
-    """The command `python -m open_r1_egsw.launch train ...` prints (nothing is run)."""
-    cmd = [sys.executable, "-m", "open_r1_egsw.launch", "train", "--recipe", recipe, *launch_args, "--", *overrides]
+    """The command `python -m open_r1_egsw.cli.launch train ...` prints (nothing is run)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "open_r1_egsw.cli.launch",
+        "train",
+        "--recipe",
+        recipe,
+        *launch_args,
+        "--",
+        *overrides,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return shlex.split(proc.stdout.strip().splitlines()[-1])

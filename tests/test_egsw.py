@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from open_r1_egsw.egsw import compute_egsw_weights, egsw_weight_stats, get_granularity_fn, normalize_entropy
+from open_r1_egsw.methods.egsw import compute_egsw_weights, egsw_weight_stats, get_granularity_fn, normalize_entropy
 
 # Two groups of three completions, ragged lengths (3, 2, 1) in the first group, (2, 2, 2) in the second.
 ADV = torch.tensor([1.0, 0.0, -1.0, 0.5, 0.5, -1.0])
@@ -246,7 +246,7 @@ def test_sequence_equals_plain_softmax(batch):
 
 def test_token_entropy_matches_the_definition_in_chunks_and_with_masked_logits():
     """H(softmax(z / T)) = -sum p log p per row, whatever the chunk size; -inf logits (p = 0) contribute 0."""
-    from open_r1_egsw.egsw import token_entropy
+    from open_r1_egsw.methods.egsw import token_entropy
 
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 11) * 3

@@ -9,8 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from open_r1_egsw.data import conversation_prompt
-from open_r1_egsw.embedded import (
+from open_r1_egsw.experiments.embedded import (
     SYSTEM_PROMPT,
     EmbeddedSpec,
     build_assets,
@@ -19,7 +18,8 @@ from open_r1_egsw.embedded import (
     make_rows,
     warm_start,
 )
-from open_r1_egsw.rewards import get_reward_funcs
+from open_r1_egsw.training.data import conversation_prompt
+from open_r1_egsw.training.rewards import get_reward_funcs
 
 # small enough to build in a few seconds; the model sizes are the default ones
 SPEC = EmbeddedSpec(num_train=96, num_test=24)

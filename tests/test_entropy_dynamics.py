@@ -1,4 +1,4 @@
-"""Tests for open_r1_egsw.entropy_dynamics (arXiv 2602.03392, METHOD.md section 2). CPU only, a few seconds."""
+"""Tests for open_r1_egsw.methods.entropy_dynamics (arXiv 2602.03392, METHOD.md section 2). CPU only, a few seconds."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from open_r1_egsw.entropy_dynamics import (
+from open_r1_egsw.methods.entropy_dynamics import (
     AdaptiveEGSWController,
     clip_b_mask,
     clip_fraction,

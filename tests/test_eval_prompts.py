@@ -54,7 +54,7 @@ def test_default_prompt_is_lightevals_own(tasks, task, monkeypatch, tmp_path):
     from lighteval.tasks.prompt_manager import PromptManager
     from transformers import AutoTokenizer
 
-    from open_r1_egsw.embedded import EmbeddedSpec, build_assets
+    from open_r1_egsw.experiments.embedded import EmbeddedSpec, build_assets
 
     ours = tasks.build_task_config(task, BENCHMARK).prompt_function({**ROWS[task], "__index": 0}, task)
     theirs = lighteval_doc(task, ROWS[task], monkeypatch)

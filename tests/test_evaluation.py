@@ -389,9 +389,9 @@ def test_embedded_profile_prompt_is_the_training_prompt(lighteval_tasks, tiny_as
     from lighteval.tasks.prompt_manager import PromptManager
     from transformers import AutoTokenizer
 
-    from open_r1_egsw.data import conversation_prompt
-    from open_r1_egsw.embedded import SYSTEM_PROMPT
     from open_r1_egsw.evaluation.settings import QWEN, QWEN_INSTRUCTION, prompt_from_recipe
+    from open_r1_egsw.experiments.embedded import SYSTEM_PROMPT
+    from open_r1_egsw.training.data import conversation_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_assets.base_model)
     (row,) = embedded_test_rows(tiny_assets, 1)
@@ -471,9 +471,9 @@ def test_greedy_pass_at_1_equals_the_trainers_greedy_accuracy(warm_model, tmp_pa
     to its last 48 tokens: one completion for every row)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from open_r1_egsw.embedded import SYSTEM_PROMPT
-    from open_r1_egsw.quick_eval import greedy_accuracy, greedy_completions
-    from open_r1_egsw.rewards import accuracy_reward
+    from open_r1_egsw.experiments.embedded import SYSTEM_PROMPT
+    from open_r1_egsw.training.quick_eval import greedy_accuracy, greedy_completions
+    from open_r1_egsw.training.rewards import accuracy_reward
 
     data, rows = write_embedded_eval_data(warm_model, tmp_path / "data", rows=32)
     out = tmp_path / "results"

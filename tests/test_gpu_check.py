@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import gpu_check  # noqa: E402
 
-from open_r1_egsw.rewards import completion_text, register_reward  # noqa: E402
+from open_r1_egsw.training.rewards import completion_text, register_reward  # noqa: E402
 
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: run the check itself")
 
@@ -62,12 +62,12 @@ def test_gpu_check_driver_logic_on_the_cpu(tiny_assets, tmp_path, monkeypatch):
     assets.mkdir()
     (assets / "data").symlink_to(tiny_assets.data)
     (assets / "sft-model").symlink_to(tiny_assets.base_model)
-    from open_r1_egsw import utils
+    from open_r1_egsw.cli import recipe_args
 
-    parse = utils.parse_recipe_args
+    parse = recipe_args.parse_recipe_args
     smaller = ["--use_cpu", "true", "--reward_funcs", "test_len_mod7", "--reward_weights", "1.0",
                "--per_device_train_batch_size", "16", "--max_completion_length", "16"]  # fmt: skip
-    monkeypatch.setattr(utils, "parse_recipe_args", lambda types, argv, **kw: parse(types, argv + smaller, **kw))
+    monkeypatch.setattr(recipe_args, "parse_recipe_args", lambda types, argv, **kw: parse(types, argv + smaller, **kw))
     failed = []
     real_check = gpu_check.check
 

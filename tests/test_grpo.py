@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM
 
-from open_r1_egsw.utils import read_metrics
+from open_r1_egsw.training.outputs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 GRPO = ROOT / "src/open_r1_egsw/grpo.py"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from open_r1_egsw import launch
-from open_r1_egsw.launch import make_plan
-from open_r1_egsw.utils import ConfigError
+from open_r1_egsw.cli import launch
+from open_r1_egsw.cli.launch import make_plan
+from open_r1_egsw.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SEVEN_B = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "recipes").glob("Qwen2.5-Math-7B*/*/config.yaml"))
@@ -29,7 +29,7 @@ def in_repo_root(monkeypatch):
 
 
 def render(capsys, *argv: str) -> list[str]:
-    """Run `python -m open_r1_egsw.launch ARGV` in-process; return the printed command, split."""
+    """Run `python -m open_r1_egsw.cli.launch ARGV` in-process; return the printed command, split."""
     assert launch.main(list(argv)) == 0
     return shlex.split(capsys.readouterr().out.strip().splitlines()[-1])
 
@@ -195,7 +195,7 @@ def make_n(*assignments: str) -> list[str]:
     """The launch.py line `make -n train VAR=...` would run."""
     proc = subprocess.run(["make", "-n", "train", *assignments], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    lines = [line for line in proc.stdout.splitlines() if "open_r1_egsw.launch" in line]
+    lines = [line for line in proc.stdout.splitlines() if "open_r1_egsw.cli.launch" in line]
     assert len(lines) == 1, proc.stdout
     return shlex.split(lines[0])
 
@@ -203,7 +203,7 @@ def make_n(*assignments: str) -> list[str]:
 def through_make(capsys, *assignments: str) -> list[str]:
     """Render the command make would run: its launch.py line, for an 8-GPU node, without --exec."""
     argv = make_n(*assignments)
-    argv = argv[argv.index("open_r1_egsw.launch") + 1 :]
+    argv = argv[argv.index("open_r1_egsw.cli.launch") + 1 :]
     assert "--exec" in argv
     argv.remove("--exec")
     return render(capsys, argv[0], *GPU8, *argv[1:])
@@ -229,9 +229,9 @@ def test_make_train_variables(capsys):
 
 def test_make_train_without_recipe_keeps_the_embedded_default():
     proc = subprocess.run(["make", "-n", "train"], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert "-m open_r1_egsw.embedded --warm-start" in proc.stdout
+    assert "-m open_r1_egsw.experiments.embedded --warm-start" in proc.stdout
     assert "src/open_r1_egsw/grpo.py --config recipes/tiny/egsw/config.yaml" in proc.stdout
-    assert "open_r1_egsw.launch" not in proc.stdout
+    assert "open_r1_egsw.cli.launch" not in proc.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_usage_error(capsys):
 def test_bad_input_in_a_real_process():
     """As a user runs it: exit code 2, one `error:` line on stderr, no traceback, nothing on stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, "-m", "open_r1_egsw.launch", "slurm-plan", "--recipe", "nope.yaml",
+    proc = subprocess.run([sys.executable, "-m", "open_r1_egsw.cli.launch", "slurm-plan", "--recipe", "nope.yaml",
                            "--nodes", "1", "--gpus-per-node", "8"], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 2 and proc.stdout == ""

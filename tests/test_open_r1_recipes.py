@@ -10,9 +10,10 @@ import pytest
 import yaml
 from trl import ModelConfig
 
-from open_r1_egsw import launch
-from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
-from open_r1_egsw.utils import ConfigError, parse_recipe_args
+from open_r1_egsw.cli import launch
+from open_r1_egsw.cli.recipe_args import parse_recipe_args
+from open_r1_egsw.errors import ConfigError
+from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "open_r1")
 QWEN = os.path.join(DATA, "qwen_math_7b_grpo.yaml")

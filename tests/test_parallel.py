@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from open_r1_egsw.parallel import check_tensor_parallel, tensor_parallel_sizes
-from open_r1_egsw.utils import ConfigError
+from open_r1_egsw.errors import ConfigError
+from open_r1_egsw.training.parallel import check_tensor_parallel, tensor_parallel_sizes
 
 # Qwen2.5-7B's sizes, from its config.json on the hub (Qwen2.5-Math-7B has the same)
 QWEN25_7B = {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from open_r1_egsw.utils import read_metrics
+from open_r1_egsw.training.outputs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 MAKE_VARIABLES = ("TASK", "EXP_TASK", "MODEL", "BACKEND", "RECIPE", "ARGS", "OUTPUT_DIR", "NUM_SAMPLES", "EVAL_ARGS")

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from open_r1_egsw.rewards import completion_text, register_reward
+from open_r1_egsw.training.rewards import completion_text, register_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/SmolLM2-135M-Instruct/egsw/config.yaml"
@@ -128,8 +128,8 @@ def test_json_with_zero_advantages_leaves_grpo_unchanged(tiny_assets, tmp_path):
 def test_mu_to_first_drop_is_where_each_rule_starts_dropping(seed):
     """On random statistics: just below the first-drop mu the project's own rule (shape_advantages, uncapped) drops
     at least one token, just above it none."""
-    from open_r1_egsw.real_batches import _mu_to_first_drop
-    from open_r1_egsw.shaping import ShapingSettings, shape_advantages
+    from open_r1_egsw.experiments.real_batches import _mu_to_first_drop
+    from open_r1_egsw.methods.shaping import ShapingSettings, shape_advantages
 
     gen = torch.Generator().manual_seed(seed)
     n, t = 8, 12

@@ -16,9 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from open_r1_egsw import real_model
-from open_r1_egsw.real_model import GGUF_SHA256, RealModelPaths, build_cache, cache_is_valid, expected_manifest_keys
-from open_r1_egsw.utils import ConfigError
+from open_r1_egsw.errors import ConfigError
+from open_r1_egsw.experiments import real_model
+from open_r1_egsw.experiments.real_model import (
+    GGUF_SHA256,
+    RealModelPaths,
+    build_cache,
+    cache_is_valid,
+    expected_manifest_keys,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/SmolLM2-135M-Instruct/egsw/config.yaml"
@@ -58,7 +64,7 @@ def test_sha256_mismatch_is_one_error_line_naming_the_file_and_keeps_the_cache(t
     before = snapshot(root)
     bad = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     bad.write_bytes(b"GGUF but not the model")
-    proc = subprocess.run([sys.executable, "-m", "open_r1_egsw.real_model", "--root", str(root), "--gguf", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "open_r1_egsw.experiments.real_model", "--root", str(root), "--gguf", str(bad)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # fmt: skip
     assert proc.returncode == 2

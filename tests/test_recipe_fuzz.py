@@ -21,9 +21,9 @@ import pytest
 import yaml
 from trl import ModelConfig
 
-from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
-from open_r1_egsw.recipe_args import CHOICES, RANGES, SIGNED, parse_recipe_args
-from open_r1_egsw.utils import ConfigError
+from open_r1_egsw.cli.recipe_args import CHOICES, RANGES, SIGNED, parse_recipe_args
+from open_r1_egsw.errors import ConfigError
+from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = (GRPOScriptArguments, EGSWConfig, ModelConfig)

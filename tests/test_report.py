@@ -2,8 +2,8 @@
 
 import json
 
-from open_r1_egsw import report
 from open_r1_egsw.evaluation.settings import BENCHMARK, EMBEDDED, QWEN, QWEN_INSTRUCTION
+from open_r1_egsw.experiments import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

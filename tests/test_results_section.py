@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from open_r1_egsw import results_section
+from open_r1_egsw.experiments import results_section
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL = re.compile(r"(\*\*)?([+-]?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\](\*\*)?")
@@ -43,7 +43,7 @@ def test_check_flags_a_stale_readme_and_a_missing_marker(tmp_path):
     """--check: 0 on the committed README, 1 on one whose block was edited by hand, 2 (one line) without markers."""
 
     def check(readme: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "open_r1_egsw.results_section", "--check", "--readme",
+        return subprocess.run([sys.executable, "-m", "open_r1_egsw.experiments.results_section", "--check", "--readme",
                                str(readme)], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
 
     assert check(ROOT / "README.md").returncode == 0

@@ -16,9 +16,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_grpo import GRPO, ROOT, error_line, run, tiny_args
 
-from open_r1_egsw.checkpoints import checkpoint_problem, last_complete_checkpoint, resolve_checkpoint
-from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
-from open_r1_egsw.utils import ConfigError, parse_recipe_args, read_metrics
+from open_r1_egsw.cli.recipe_args import parse_recipe_args
+from open_r1_egsw.errors import ConfigError
+from open_r1_egsw.training.checkpoints import checkpoint_problem, last_complete_checkpoint, resolve_checkpoint
+from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
+from open_r1_egsw.training.outputs import read_metrics
 
 HELPER = ROOT / "tests/helpers/run_grpo.py"
 RECIPE = ROOT / "recipes/tiny/egsw/config.yaml"

@@ -1,4 +1,4 @@
-"""Tests for open_r1_egsw.answers (math answer checking) and open_r1_egsw.rewards (reward registry)."""
+"""Tests for open_r1_egsw.training.answers (math answer checking) and open_r1_egsw.training.rewards (reward registry)."""
 
 import logging
 import pickle
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from open_r1_egsw import answers, rewards
-from open_r1_egsw.answers import last_boxed_content, parse_completion, parse_gold, verify_answer
-from open_r1_egsw.rewards import (
+from open_r1_egsw.training.answers import last_boxed_content, parse_completion, parse_gold, verify_answer
+from open_r1_egsw.training.rewards import (
     REWARD_FUNCS_REGISTRY,
     accuracy_reward,
     completion_text,
@@ -156,7 +156,7 @@ def test_unparseable_gold_counted_and_warned_once(caplog, monkeypatch):
     monkeypatch.setattr(rewards, "UNPARSEABLE_GOLDS", type(rewards.UNPARSEABLE_GOLDS)())
     monkeypatch.setattr(rewards, "_WARNED_GOLDS", set())
     metrics = []
-    with caplog.at_level(logging.WARNING, logger="open_r1_egsw.rewards"):
+    with caplog.at_level(logging.WARNING, logger="open_r1_egsw.training.rewards"):
         out = accuracy_reward(
             ["1", "2", "3"], answer=[r"\frac{", r"\frac{", "3"], log_metric=lambda k, v: metrics.append((k, v))
         )
@@ -194,7 +194,7 @@ def test_off_main_thread_raises():
 
 def test_math_verify_print_is_captured(capsys, caplog):
     """math_verify's own print on a sympify error goes to the debug log, not to stdout."""
-    with caplog.at_level(logging.DEBUG, logger="open_r1_egsw.answers"):
+    with caplog.at_level(logging.DEBUG, logger="open_r1_egsw.training.answers"):
         assert answers._parse("x = 7 then \u0663") == []  # Arabic-Indic 3: math_verify prints and gives up
     assert capsys.readouterr().out == ""
     assert any("Error during parsing" in record.getMessage() for record in caplog.records)

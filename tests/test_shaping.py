@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from open_r1_egsw.egsw import compute_egsw_weights, normalize_entropy
-from open_r1_egsw.entropy_dynamics import clip_b_mask, clip_v_mask
-from open_r1_egsw.shaping import (
+from open_r1_egsw.methods.egsw import compute_egsw_weights, normalize_entropy
+from open_r1_egsw.methods.entropy_dynamics import clip_b_mask, clip_v_mask
+from open_r1_egsw.methods.shaping import (
     STATISTICS,
     ShapingSettings,
     loss_token_scale,
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_needed_statistics_keep_one_order_whatever_the_hash_seed():
-    code = "from open_r1_egsw.shaping import needed_statistics as n; print(n(True, 'clip_v', True), n(True, 'clip_b', False))"
+    code = "from open_r1_egsw.methods.shaping import needed_statistics as n; print(n(True, 'clip_v', True), n(True, 'clip_b', False))"
     outputs = set()
     for seed in ("0", "1", "3"):  # seeds under which the 4-string set iterates in different orders
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONHASHSEED": seed}

@@ -26,7 +26,7 @@ import slurm_cluster
 from transformers import AutoModelForCausalLM
 
 from open_r1_egsw.evaluation.settings import EMBEDDED
-from open_r1_egsw.utils import read_metrics
+from open_r1_egsw.training.outputs import read_metrics
 
 pytestmark = [
     pytest.mark.slow,
@@ -289,7 +289,7 @@ def test_requeued_job_resumes_and_logs_each_step_once(cluster, tiny_assets, tmp_
     attempt and starts the script again (--requeue); it resumes from the newest complete checkpoint with no user
     action, and the run ends with every step logged exactly once, also those the first attempt logged after its
     checkpoint."""
-    from open_r1_egsw.checkpoints import last_complete_checkpoint
+    from open_r1_egsw.training.checkpoints import last_complete_checkpoint
 
     out, log, steps = tmp_path / "out", tmp_path / "job.out", 20
     job_id = slurm_cluster.submit(

@@ -11,10 +11,11 @@ from types import SimpleNamespace
 import pytest
 from trl import ModelConfig
 
-from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
+from open_r1_egsw.cli.recipe_args import parse_recipe_args
+from open_r1_egsw.errors import ConfigError
 from open_r1_egsw.grpo import build_trainer
-from open_r1_egsw.model_utils import apply_stop_tokens
-from open_r1_egsw.utils import ConfigError, parse_recipe_args
+from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
+from open_r1_egsw.training.model_utils import apply_stop_tokens
 
 RECIPE = "recipes/tiny/egsw/config.yaml"
 

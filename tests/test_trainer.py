@@ -10,12 +10,12 @@ import torch
 import trl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from open_r1_egsw.configs import EGSWConfig
-from open_r1_egsw.data import load_dataset_any, to_prompt_dataset
-from open_r1_egsw.egsw import compute_egsw_weights, normalize_entropy
-from open_r1_egsw.entropy_dynamics import clip_b_mask, clip_v_mask, token_statistics
-from open_r1_egsw.shaping import needed_statistics
-from open_r1_egsw.trainer import EGSWTrainer
+from open_r1_egsw.methods.egsw import compute_egsw_weights, normalize_entropy
+from open_r1_egsw.methods.entropy_dynamics import clip_b_mask, clip_v_mask, token_statistics
+from open_r1_egsw.methods.shaping import needed_statistics
+from open_r1_egsw.training.configs import EGSWConfig
+from open_r1_egsw.training.data import load_dataset_any, to_prompt_dataset
+from open_r1_egsw.training.trainer import EGSWTrainer
 
 NUM_GENERATIONS = 4
 BATCH = 8  # 2 prompts x 4 completions

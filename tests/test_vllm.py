@@ -2,7 +2,7 @@
 
 TRL's two vLLM modes with GRPO+EGSW on the embedded tiny model, through grpo.py's own entry point:
 - colocate: the engine runs inside the trainer; TRL's weight sync runs for real after each optimizer step;
-- server: the project's own server command (`python -m open_r1_egsw.launch serve`, what `make vllm-serve` and
+- server: the project's own server command (`python -m open_r1_egsw.cli.launch serve`, what `make vllm-serve` and
   slurm/train.slurm run) serves on 127.0.0.1 and the trainer generates through it over HTTP.
 What cannot run here is replaced and said so: in server mode TRL's NCCL weight sync (tests/cpu_weight_sync); in
 colocate mode vLLM's CPU-only weight packing, on every path (oneDNN, sgl-kernel/AMX, zentorch: vllm_cpu.py; the
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM
 
-from open_r1_egsw.utils import read_metrics
+from open_r1_egsw.training.outputs import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -78,8 +78,8 @@ def server_metrics(port: int) -> dict[str, float]:
 
 @contextlib.contextmanager
 def project_server(assets, port: int, log: Path):
-    """`python -m open_r1_egsw.launch serve --exec` for the recipe's model (the tiny one), healthy or it fails."""
-    command = [sys.executable, "-m", "open_r1_egsw.launch", "serve", "--recipe", str(RECIPE), "--port", str(port),
+    """`python -m open_r1_egsw.cli.launch serve --exec` for the recipe's model (the tiny one), healthy or it fails."""
+    command = [sys.executable, "-m", "open_r1_egsw.cli.launch", "serve", "--recipe", str(RECIPE), "--port", str(port),
                "--enforce-eager", "--exec", "--", "--model_name_or_path", str(assets.base_model)]  # fmt: skip
     with open(log, "w") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env=vllm_env(), stdout=out, stderr=subprocess.STDOUT,

@@ -8,7 +8,7 @@ import pytest
 from helpers.wandb_records import config, history, read_records
 from test_grpo import GRPO, ROOT, run, tiny_args
 
-from open_r1_egsw.utils import read_metrics
+from open_r1_egsw.training.outputs import read_metrics
 
 STEPS = 3
 

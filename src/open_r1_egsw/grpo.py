@@ -22,23 +22,18 @@ import datasets
 from transformers import set_seed
 from trl import ModelConfig, get_peft_config
 
-from open_r1_egsw.checkpoints import finished_step, resolve_checkpoint
-from open_r1_egsw.configs import EGSWConfig, GRPOScriptArguments
-from open_r1_egsw.data import load_dataset_any, require_columns, require_split, to_prompt_dataset
-from open_r1_egsw.model_utils import apply_stop_tokens, load_model_and_tokenizer
-from open_r1_egsw.quick_eval import greedy_accuracy
-from open_r1_egsw.rewards import get_reward_funcs
-from open_r1_egsw.utils import (
-    ConfigError,
-    MetricsJSONLCallback,
-    check_output_dir,
-    cli_entry,
-    parse_recipe_args,
-    setup_logging,
-)
+from open_r1_egsw.cli.recipe_args import parse_recipe_args
+from open_r1_egsw.errors import ConfigError, cli_entry
+from open_r1_egsw.training.checkpoints import finished_step, resolve_checkpoint
+from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
+from open_r1_egsw.training.data import load_dataset_any, require_columns, require_split, to_prompt_dataset
+from open_r1_egsw.training.model_utils import apply_stop_tokens, load_model_and_tokenizer
+from open_r1_egsw.training.outputs import MetricsJSONLCallback, check_output_dir, setup_logging
+from open_r1_egsw.training.quick_eval import greedy_accuracy
+from open_r1_egsw.training.rewards import get_reward_funcs
 
 if TYPE_CHECKING:
-    from open_r1_egsw.trainer import EGSWTrainer
+    from open_r1_egsw.training.trainer import EGSWTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +72,9 @@ def build_trainer(
     ##############################
     # Initialize the GRPO trainer
     ##############################
-    from open_r1_egsw.trainer import EGSWTrainer  # TRL's trainer imports vLLM (~8 s): not on a bad recipe's path
+    from open_r1_egsw.training.trainer import (
+        EGSWTrainer,  # TRL's trainer imports vLLM (~8 s): not on a bad recipe's path
+    )
 
     trainer = EGSWTrainer(
         model=model,

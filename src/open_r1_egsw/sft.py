@@ -14,16 +14,12 @@ import sys
 from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from open_r1_egsw.configs import SFTScriptArguments
-from open_r1_egsw.data import conversation_prompt, load_dataset_any, require_columns, require_split
-from open_r1_egsw.model_utils import load_model_and_tokenizer
-from open_r1_egsw.utils import (
-    MetricsJSONLCallback,
-    check_output_dir,
-    cli_entry,
-    parse_recipe_args,
-    setup_logging,
-)
+from open_r1_egsw.cli.recipe_args import parse_recipe_args
+from open_r1_egsw.errors import cli_entry
+from open_r1_egsw.training.configs import SFTScriptArguments
+from open_r1_egsw.training.data import conversation_prompt, load_dataset_any, require_columns, require_split
+from open_r1_egsw.training.model_utils import load_model_and_tokenizer
+from open_r1_egsw.training.outputs import MetricsJSONLCallback, check_output_dir, setup_logging
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:

@@ -20,7 +20,7 @@ import sys
 from transformers import TrainerCallback
 
 from open_r1_egsw import grpo, rewards
-from open_r1_egsw.configs import EGSWConfig
+from open_r1_egsw.training.configs import EGSWConfig
 
 
 class KillAtStep(TrainerCallback):

@@ -1,6 +1,6 @@
 """grpo.py's own `cli_main`, run under a launcher, then a per-rank record: world size, rank and the parameters.
 
-Usage (in place of src/open_r1_egsw/grpo.py in a command rendered by `python -m open_r1_egsw.launch train`):
+Usage (in place of src/open_r1_egsw/grpo.py in a command rendered by `python -m open_r1_egsw.cli.launch train`):
     distributed_grpo.py OUT_DIR --config RECIPE [grpo.py flags...]
 Writes OUT_DIR/rank{r}.pt = {"world_size", "process_index", "params": {name: tensor}, "batches": [...]}. Under
 DeepSpeed ZeRO-3 the parameters are sharded, so each rank gathers the full tensors first. "batches" holds, for every

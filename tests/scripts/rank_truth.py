@@ -34,8 +34,8 @@ import trl  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from open_r1_egsw.configs import EGSWConfig  # noqa: E402
-from open_r1_egsw.trainer import EGSWTrainer  # noqa: E402
+from open_r1_egsw.training.configs import EGSWConfig  # noqa: E402
+from open_r1_egsw.training.trainer import EGSWTrainer  # noqa: E402
 
 ROWS, GROUP, PROMPT, T = 12, 4, 5, 7  # rows 4-7 (the middle group) sit on both ranks when N = 2
 LENGTHS = [7, 2, 3, 1, 5, 7, 1, 4, 2, 3, 6, 1]  # ragged: each rank pads to its own longest (7 and 6)

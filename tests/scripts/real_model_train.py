@@ -15,7 +15,7 @@ import torch
 from trl.generation.vllm_generation import VLLMGeneration
 
 from open_r1_egsw import grpo
-from open_r1_egsw.trainer import EGSWTrainer
+from open_r1_egsw.training.trainer import EGSWTrainer
 
 record = {"generations": []}
 

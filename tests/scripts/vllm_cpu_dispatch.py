@@ -103,7 +103,7 @@ def main() -> int:
     from vllm.config import VllmConfig, set_current_vllm_config
     from vllm.distributed import init_distributed_environment, initialize_model_parallel
 
-    import open_r1_egsw.vllm_cpu as accommodation
+    import open_r1_egsw.training.vllm_cpu as accommodation
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

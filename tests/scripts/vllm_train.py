@@ -3,7 +3,7 @@
 Usage: vllm_train.py REPORT.json --config RECIPE [grpo.py flags...]   (REPORT.json is written when training ends)
 Server mode: the server is the real one; TRL's NCCL weight sync is replaced by tests/cpu_weight_sync (see there).
 Colocate mode: generation, TRL's weight sync (`VLLMGeneration.sync_weights` -> vLLM `load_weights`) and training are
-the real code, with the product's CPU accommodation (src/open_r1_egsw/vllm_cpu.py).
+the real code, with the product's CPU accommodation (src/open_r1_egsw/training/vllm_cpu.py).
 Three read-only wrappers record:
 - after every `VLLMGeneration.sync_weights()`: the largest |vLLM weight - trainer weight cast to vLLM's dtype| over
   every vLLM parameter (any left empty by a packed kernel is listed as "packed"), a checksum, and, to check outputs,
@@ -20,8 +20,8 @@ import trl
 from trl.generation.vllm_generation import VLLMGeneration
 
 from open_r1_egsw import grpo
-from open_r1_egsw.rewards import completion_text, register_reward
-from open_r1_egsw.trainer import EGSWTrainer
+from open_r1_egsw.training.rewards import completion_text, register_reward
+from open_r1_egsw.training.trainer import EGSWTrainer
 
 
 @register_reward("test_chars_mod5")

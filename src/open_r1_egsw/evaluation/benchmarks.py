@@ -16,7 +16,7 @@ Prompts, by the settings' `prompt_template` (settings.py):
   problem alone, as the trainer did). GPQA Diamond: open-r1's multiple-choice template, the four answers shuffled.
 
 Gold: math, the `answer` column (bare LaTeX such as `3\\sqrt{13}` or an AIME integer such as `025`), checked by
-math-verify through `open_r1_egsw.answers`; GPQA, the letter of the correct answer. lighteval draws GPQA's gold
+math-verify through `open_r1_egsw.training.answers`; GPQA, the letter of the correct answer. lighteval draws GPQA's gold
 position with the global `random`; here it is seeded by the question text (`gpqa_option_order`), so a question always
 shows the same options in the same places (on every run, machine and Python version), in both templates.
 

@@ -71,7 +71,7 @@ from .settings import DATA_DIR_ENV, PROFILES, prompt_from_recipe
 logger = logging.getLogger(__name__)
 
 TRAINED_TINY_MODEL = Path("data/tiny/egsw")  # `make train` writes the GRPO+EGSW tiny model here
-EMBEDDED_SFT_MODEL = Path(".cache/embedded/sft-model")  # `python -m open_r1_egsw.embedded --warm-start`
+EMBEDDED_SFT_MODEL = Path(".cache/embedded/sft-model")  # `python -m open_r1_egsw.experiments.embedded --warm-start`
 BACKENDS = ("accelerate", "vllm")
 CACHE_DIRNAME = ".generation-cache"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -134,7 +134,7 @@ def resolve_model(model: str | None, name: str | None = None, revision: str | No
         if not (path / "config.json").exists():
             raise InputError(
                 f"model not found: the embedded default {path} does not exist; build it with "
-                "`python -m open_r1_egsw.embedded --warm-start` (or `make train` for data/tiny/egsw), or pass --model"
+                "`python -m open_r1_egsw.experiments.embedded --warm-start` (or `make train` for data/tiny/egsw), or pass --model"
             )
         model = str(path)
     path = Path(model).expanduser()
@@ -501,7 +501,7 @@ def check_parallel(args, spec: ModelSpec) -> None:
     if available is not None and args.num_gpus > available:
         raise InputError(f"--num-gpus {args.num_gpus}: only {available} GPU(s) available")
     if args.parallel == "tensor":
-        from open_r1_egsw.parallel import check_tensor_parallel
+        from open_r1_egsw.training.parallel import check_tensor_parallel
 
         check_tensor_parallel(
             spec.source,

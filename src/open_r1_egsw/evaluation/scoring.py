@@ -1,4 +1,4 @@
-"""Scoring of benchmark completions: math answers (through `open_r1_egsw.answers`), GPQA letters, pass@k.
+"""Scoring of benchmark completions: math answers (through `open_r1_egsw.training.answers`), GPQA letters, pass@k.
 
 Pure functions, no lighteval import: the lighteval metric in `tasks.py` calls them, and the tests feed them fixed
 completions.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 
-from open_r1_egsw.answers import last_boxed_content, parse_completion, verify_answer
+from open_r1_egsw.training.answers import last_boxed_content, parse_completion, verify_answer
 
 CHOICE_LETTERS = "ABCD"
 

@@ -24,7 +24,7 @@ Profiles (`--profile`):
   the values open-r1 and DeepSeek-R1 report pass@1 with. No system prompt, the model's chat template.
 - `qwen`: the same, but Qwen2.5-Math's own prompt: each math problem followed by `QWEN_INSTRUCTION`, "Please reason
   step by step, and put your final answer within \\boxed{}." (the numbers Qwen reports for its models).
-- `embedded` (default without `--model`): the tiny embedded Qwen2 (`python -m open_r1_egsw.embedded`), 512
+- `embedded` (default without `--model`): the tiny embedded Qwen2 (`python -m open_r1_egsw.experiments.embedded`), 512
   positions, scored as the trainer scores it (`quick_eval.greedy_accuracy`, `eval_max_new_tokens` 64 of the tiny
   recipes): greedy, 64 new tokens, and exactly the training prompt (`data.conversation_prompt`): the embedded system
   prompt, then the problem alone (no instruction), through the tokenizer's chat template.
@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from open_r1_egsw.embedded import SYSTEM_PROMPT as EMBEDDED_SYSTEM_PROMPT
+from open_r1_egsw.training.data import SYSTEM_PROMPT as EMBEDDED_SYSTEM_PROMPT
 
 # Qwen2.5-Math's math instruction, appended to every MATH / AIME problem by the `qwen` profile.
 QWEN_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."

@@ -36,7 +36,7 @@ from lighteval.metrics.utils.metric_utils import SampleLevelMetricGrouping
 from lighteval.tasks.lighteval_task import LightevalTaskConfig
 from lighteval.tasks.requests import Doc, SamplingMethod
 
-from open_r1_egsw.answers import parse_gold
+from open_r1_egsw.training.answers import parse_gold
 
 from .benchmarks import LIGHTEVAL_TASKS, BenchmarkSpec, task_slug
 from .settings import BENCHMARK, DATA_DIR_ENV, GenerationSettings
