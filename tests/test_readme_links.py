@@ -1,9 +1,11 @@
-"""README.md: every relative link and image points at a file git tracks, and every in-page anchor at a heading.
+"""README.md and every page under docs/: each relative link and image points at a file git tracks, and each anchor at
+a heading of the page it names.
 
 A figure or report that exists only on the machine that produced it is a broken link for everyone who clones the
-repository; `git ls-files` is the list of what a clone gets.
+repository; `git ls-files` is the list of what a clone gets. Links resolve from the page's own folder, as on GitHub.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -53,10 +55,12 @@ def heading_anchors(markdown: str) -> set[str]:
     return anchors
 
 
-def broken_links(markdown: str, tracked: set[str]) -> list[str]:
-    """Relative targets that are neither a tracked file nor a folder holding one; anchors that name no heading."""
+def broken_links(markdown: str, tracked: set[str], page: str = "README.md", read=None) -> list[str]:
+    """Relative targets of `page` that are neither a tracked file nor a folder holding one; anchors that name no
+    heading of this page, or, when `read` (path -> text) is given, of the markdown file the link names."""
     folders = {str(parent) for path in tracked for parent in Path(path).parents}
     anchors = heading_anchors(markdown)
+    base = os.path.dirname(page)
     problems = []
     for number, target in links(markdown):
         if SCHEME.match(target) or target.startswith("//"):
@@ -67,9 +71,13 @@ def broken_links(markdown: str, tracked: set[str]) -> list[str]:
             if anchor and anchor not in anchors:
                 problems.append(f"line {number}: #{anchor} names no heading")
             continue
-        normalized = str(Path(path.lstrip("/")))  # GitHub resolves "/x" from the repository root
+        # GitHub resolves "/x" from the repository root, anything else from the page's folder
+        normalized = os.path.normpath(path.lstrip("/") if path.startswith("/") else os.path.join(base, path))
         if normalized not in tracked and normalized.rstrip("/") not in folders:
             problems.append(f"line {number}: {target} is not tracked by git")
+        elif anchor and read and normalized.endswith(".md") and normalized in tracked:
+            if anchor not in heading_anchors(read(normalized)):
+                problems.append(f"line {number}: {target}: #{anchor} names no heading of {normalized}")
     return problems
 
 
@@ -99,11 +107,56 @@ def test_checker_finds_untracked_files_and_dead_anchors():
     ]
 
 
-def test_readme_links_point_at_tracked_files():
-    """Every relative link and image in README.md resolves to a file in `git ls-files` (or a heading)."""
+def test_checker_resolves_from_the_page_folder_and_checks_other_pages_anchors():
+    """A page under docs/ links relative to docs/; an anchor into another page must name one of its headings."""
+    pages = {"docs/a.md": "# A\n## Part one\n", "docs/fig.png": "", "README.md": "# Top\n"}
+    markdown = "\n".join(
+        [
+            "[sibling](a.md) ![figure](fig.png) [up](../README.md#top) [root](/docs/a.md#part-one)",
+            "[from the root](docs/a.md) [no part](a.md#part-two) [outside](../../x.md) [up](../README.md#nowhere)",
+        ]
+    )
+    problems = broken_links(markdown, tracked=set(pages), page="docs/b.md", read=pages.get)
+    assert problems == [
+        "line 2: docs/a.md is not tracked by git",
+        "line 2: a.md#part-two: #part-two names no heading of docs/a.md",
+        "line 2: ../../x.md is not tracked by git",
+        "line 2: ../README.md#nowhere: #nowhere names no heading of README.md",
+    ]
+
+
+def tracked_files() -> set[str]:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout: the tracked files are unknown")
     listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    tracked = {name for name in listing.decode().split("\0") if name}
+    return {name for name in listing.decode().split("\0") if name}
+
+
+def read(path: str) -> str:
+    return (ROOT / path).read_text()
+
+
+def test_readme_links_point_at_tracked_files():
+    """Every relative link and image in README.md resolves to a file in `git ls-files` (or a heading)."""
+    tracked = tracked_files()
     assert "README.md" in tracked
     assert broken_links((ROOT / "README.md").read_text(), tracked) == []
+    assert broken_links((ROOT / "README.md").read_text(), tracked, read=read) == []  # and anchors into other pages
+
+
+def test_docs_pages_links_point_at_tracked_files():
+    """Every markdown page git tracks under docs/ (the README's pages and the committed reports) links only to tracked
+    files and to headings that exist, resolved from its own folder."""
+    tracked = tracked_files()
+    pages = sorted(name for name in tracked if name.startswith("docs/") and name.endswith(".md"))
+    assert len(pages) >= 10
+    problems = {page: broken_links(read(page), tracked, page=page, read=read) for page in pages}
+    assert {page: found for page, found in problems.items() if found} == {}
+
+
+def test_readme_links_every_docs_page():
+    """Each page directly under docs/ is linked from README.md, so that none is reachable only by browsing."""
+    tracked = tracked_files()
+    linked = {os.path.normpath(target.partition("#")[0]) for _, target in links(read("README.md"))}
+    pages = {name for name in tracked if name.startswith("docs/") and name.count("/") == 1 and name.endswith(".md")}
+    assert pages - linked == set()

@@ -1,4 +1,4 @@
-"""The README's Results numbers are the committed reports' (docs/results/), regenerated, never typed by hand."""
+"""The numbers of docs/results.md are the committed reports' (docs/results/), regenerated, never typed by hand."""
 
 import re
 import subprocess
@@ -8,17 +8,18 @@ from pathlib import Path
 from open_r1_egsw.experiments import results_section
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / results_section.PAGE
 INTERVAL = re.compile(r"(\*\*)?([+-]?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\](\*\*)?")
 
 
 def readme_block() -> str:
-    readme = (ROOT / "README.md").read_text()
+    readme = PAGE.read_text()
     return results_section.BEGIN + readme.split(results_section.BEGIN)[1].split(results_section.END)[0]
 
 
 def test_readme_results_are_the_committed_reports():
     """The block between the markers is exactly what the generator writes from docs/results/ today."""
-    readme = (ROOT / "README.md").read_text()
+    readme = PAGE.read_text()
     assert results_section.splice(readme, results_section.render()) == readme
 
 
@@ -40,15 +41,15 @@ def test_bold_means_the_paired_interval_excludes_zero():
 
 
 def test_check_flags_a_stale_readme_and_a_missing_marker(tmp_path):
-    """--check: 0 on the committed README, 1 on one whose block was edited by hand, 2 (one line) without markers."""
+    """--check: 0 on the committed page, 1 on one whose block was edited by hand, 2 (one line) without markers."""
 
     def check(readme: Path) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "open_r1_egsw.experiments.results_section", "--check", "--readme",
                                str(readme)], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
 
-    assert check(ROOT / "README.md").returncode == 0
-    stale = tmp_path / "README.md"
-    text = (ROOT / "README.md").read_text()
+    assert check(PAGE).returncode == 0
+    stale = tmp_path / "results.md"
+    text = PAGE.read_text()
     block = readme_block()
     stale.write_text(text.replace(block, block.replace("| grpo |", "| grpo (edited) |", 1)))
     proc = check(stale)

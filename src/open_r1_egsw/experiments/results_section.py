@@ -1,7 +1,7 @@
-"""The README's Results numbers, generated from the committed compare/sweep reports; never edited by hand.
+"""The numbers of docs/results.md, generated from the committed compare/sweep reports; never edited by hand.
 
-    python -m open_r1_egsw.experiments.results_section            # rewrite the README block between the two markers
-    python -m open_r1_egsw.experiments.results_section --check    # exit 1 when the README block differs from the reports
+    python -m open_r1_egsw.experiments.results_section            # rewrite the block between the two markers
+    python -m open_r1_egsw.experiments.results_section --check    # exit 1 when the block differs from the reports
 
 Every interval is a 95% t interval over seeds; a paired difference is "beyond noise" when its interval excludes 0
 on the unrounded bounds (`compare_stats.paired_difference`), and only then is it bold or named so in a reading.
@@ -18,6 +18,7 @@ from open_r1_egsw.experiments.compare.report import parse_setting
 from open_r1_egsw.experiments.compare.stats import STAT_METRICS, detectable_difference, paired_vs_baseline
 
 ROOT = Path(__file__).resolve().parents[3]
+PAGE = "docs/results.md"  # the page holding the block; its links are relative to docs/
 REPORTS = {
     "compare": "docs/results/compare/compare.json",  # 8 methods x 5 seeds, before issue 22's clip semantics
     "powered": "docs/results/powered/compare.json",  # grpo, egsw and its two ablations x 10 seeds
@@ -70,9 +71,14 @@ def _seeds(report: dict) -> str:
     return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else " ".join(map(str, seeds))
 
 
+def _link(path: Path) -> Path:
+    """A repository path as a link from PAGE."""
+    return path.relative_to(Path(PAGE).parent)
+
+
 def _provenance(report: dict, path: str) -> str:
     c = report["config"]
-    return (f"[{Path(path).parent.name}]({Path(path).parent}/compare.md): `{c['command']}`, seeds {_seeds(report)}, "
+    return (f"[{Path(path).parent.name}]({_link(Path(path).parent)}/compare.md): `{c['command']}`, seeds {_seeds(report)}, "
             f"`{' '.join(c['overrides'])}`, {c['wall_s'] / 60:.1f} min on {c['machine']} (jobs={c['jobs']})")  # fmt: skip
 
 
@@ -175,7 +181,7 @@ def render(root: Path = ROOT) -> str:
         f"({_provenance(compare, REPORTS['compare'])}):",
         "\n".join(method_table(compare, list(compare["groups"]))),
         "\n".join(contrast_table(old_rows)),
-        f"**EGSW sweep** ([sweep]({Path(REPORTS['sweep']).parent}/sweep.md): `{sweep['config']['command']}`, "
+        f"**EGSW sweep** ([sweep]({_link(Path(REPORTS['sweep']).parent)}/sweep.md): `{sweep['config']['command']}`, "
         f"{sweep['config']['wall_s'] / 60:.1f} min):",
         "\n".join(sweep_table(sweep)),
     ]
@@ -184,7 +190,7 @@ def render(root: Path = ROOT) -> str:
 
 def splice(readme: str, block: str) -> str:
     if readme.count(BEGIN) != 1 or readme.count(END) != 1:
-        raise ValueError(f"README.md must hold each results marker exactly once: {BEGIN!r} ... {END!r}")
+        raise ValueError(f"{PAGE} must hold each results marker exactly once: {BEGIN!r} ... {END!r}")
     head, rest = readme.split(BEGIN)
     _, tail = rest.split(END)
     return head + block + tail
@@ -194,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m open_r1_egsw.experiments.results_section", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    parser.add_argument("--page", "--readme", dest="page", default=str(ROOT / PAGE))
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 when the block is stale")
     args = parser.parse_args(argv)
-    path = Path(args.readme)
+    path = Path(args.page)
     try:
         readme = path.read_text()
         new = splice(readme, render())
