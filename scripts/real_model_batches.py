@@ -49,7 +49,7 @@ def rewards_of(script_args, training_args, rows, texts, completion_ids, prompts)
     """The recipe's weighted reward sum per completion (None counts 0, as TRL's nansum), and each reward's mean."""
     from open_r1_egsw.training.rewards import get_reward_funcs
 
-    funcs = get_reward_funcs(script_args.reward_funcs)
+    funcs = get_reward_funcs(script_args, max_completion_length=training_args.max_completion_length)
     weights = training_args.reward_weights or [1.0] * len(funcs)
     golds = {key: [row[key] for row in rows] for key in ("solution", "answer") if key in rows[0]}
     total, means = torch.zeros(len(texts), dtype=torch.float64), {}

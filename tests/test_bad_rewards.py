@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from test_grpo import ROOT, error_line, run, tiny_args
 
+from open_r1_egsw.errors import ConfigError, cli_entry
 from open_r1_egsw.training.checkpoints import checkpoint_problem, last_complete_checkpoint
 from open_r1_egsw.training.outputs import read_metrics
 from open_r1_egsw.training.rewards import REWARD_FUNCS_REGISTRY, RewardError, check_rewards, get_reward_funcs
@@ -55,6 +56,40 @@ def test_a_raising_builtin_reward_is_named():
     (accuracy,) = get_reward_funcs(["accuracy"])
     with pytest.raises(RewardError, match=r"reward function 'accuracy' raised ValueError"):
         accuracy(completions=["a", "b"], answer=["1"])
+
+
+@pytest.mark.parametrize(
+    ("names", "params", "message"),
+    [
+        (["acuracy"], {}, "error: Unknown reward function 'acuracy'. Known: accuracy, format"),
+        (["format", "format"], {}, "error: Reward functions selected more than once: format"),
+        (
+            ["format"],
+            {"soft_punish_cach": 2},
+            "error: Reward parameters accepted by no reward factory: soft_punish_cach",
+        ),
+        (["soft_overlong"], {"max_completion_len": 10}, "error: Reward 'soft_overlong' is built by get_soft_overlong"),
+        (["soft_overlong"], {"max_completion_len": 0, "soft_punish_cache": 0}, "error: max_completion_len must be a"),
+        (["soft_overlong"], {"max_completion_len": 10, "soft_punish_cache": 20}, "error: soft_punish_cache must be"),
+    ],
+)
+def test_reward_configuration_errors_are_config_errors(capsys, names, params, message):
+    """A wrong reward name or parameter is a ConfigError (not a ValueError told apart by the file that raised it):
+    one `error:` line and exit 2 through cli_entry."""
+    with pytest.raises(ConfigError) as err:
+        get_reward_funcs(names, **params)
+    assert type(err.value) is ConfigError
+
+    @cli_entry
+    def main(argv):
+        get_reward_funcs(names, **params)
+        return 0
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), lines
 
 
 @pytest.mark.slow

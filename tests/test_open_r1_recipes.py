@@ -184,3 +184,49 @@ def test_every_batch_check_uses_the_runs_world_size(capsys, monkeypatch):
     batch14 = ["--", "--per_device_eval_batch_size", "14", "--per_device_train_batch_size", "14"]
     code, command = render_or_error(capsys, "train", "--recipe", QWEN, *gpu8, "--vllm-mode", "colocate", *batch14)
     assert code == 0 and "--num_processes 8" in command  # 14 x 8 = 112
+
+
+def test_soft_overlong_keys_configure_the_reward(tmp_path, capsys):
+    """open-r1's max_completion_len and soft_punish_cache are recipe keys (file or flag) that reach the reward:
+    L_max = 100 with L_cache 20 (free up to 80) or 40 (free up to 60), hand-computed on 60, 70, 90, 100, 101 tokens."""
+    from open_r1_egsw.cli.recipe_compat import NO_EQUIVALENT
+    from open_r1_egsw.training.rewards import get_reward_funcs
+
+    assert not {"max_completion_len", "soft_punish_cache"} & set(NO_EQUIVALENT)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"output_dir: {tmp_path}\nreport_to: none\nuse_cpu: true\nmax_completion_length: 100\n"
+        "reward_funcs: [accuracy, soft_overlong]\nmax_completion_len: 100\nsoft_punish_cache: 20\n"
+    )
+    ids = [[1] * n for n in (60, 70, 90, 100, 101)]
+    expected = {20: [0.0, 0.0, -0.5, -1.0, -1.0], 40: [0.0, -0.25, -0.75, -1.0, -1.0]}
+    for flags, cache in (([], 20), (["--soft_punish_cache", "40"], 40)):
+        script_args, training_args, _ = parse_recipe_args(CLASSES, ["--config", str(recipe), *flags])
+        assert (script_args.max_completion_len, script_args.soft_punish_cache) == (100, cache)
+        accuracy, overlong = get_reward_funcs(script_args, max_completion_length=training_args.max_completion_length)
+        assert overlong.__name__ == "soft_overlong"
+        assert overlong(["x"] * len(ids), completion_ids=ids) == pytest.approx(expected[cache], abs=1e-12)
+    assert not notices(capsys.readouterr().err)  # the keys need no mapping
+
+
+def test_open_r1_recipe_with_reward_keys_parses(tmp_path, capsys):
+    """open-r1's recipe plus its soft overlong keys parses with no error and no extra notice; the keys' defaults are
+    open-r1's (16384, 4096), which cannot punish the recipe's 1024-token completions: refused when selected."""
+    from open_r1_egsw.training.rewards import get_reward_funcs
+
+    recipe = tmp_path / "r.yaml"
+    config = yaml.safe_load(open(QWEN))
+    recipe.write_text(yaml.safe_dump({**config, "max_completion_len": 1024, "soft_punish_cache": 256}))
+    argv = ["--config", str(recipe), "--use_cpu", "true"]
+    script_args, training_args, _ = parse_recipe_args(CLASSES, argv, world_size=lambda values: 7)
+    assert (script_args.max_completion_len, script_args.soft_punish_cache) == (1024, 256)
+    assert len(notices(capsys.readouterr().err)) == 3  # torch_dtype, warmup_ratio, wandb_project: as before
+    script_args.reward_funcs = ["accuracy", "soft_overlong"]
+    assert len(get_reward_funcs(script_args, max_completion_length=training_args.max_completion_length)) == 2
+    defaults = GRPOScriptArguments()
+    assert (defaults.max_completion_len, defaults.soft_punish_cache) == (16384, 4096)
+    script_args.max_completion_len, script_args.soft_punish_cache = 16384, 4096
+    with pytest.raises(
+        ConfigError, match="never punishes.*Set max_completion_len to 1024, with a positive soft_punish_cache"
+    ):
+        get_reward_funcs(script_args, max_completion_length=training_args.max_completion_length)

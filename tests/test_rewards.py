@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from open_r1_egsw import answers, rewards
+from open_r1_egsw.errors import ConfigError
+from open_r1_egsw.training import answers, rewards
 from open_r1_egsw.training.answers import last_boxed_content, parse_completion, parse_gold, verify_answer
 from open_r1_egsw.training.rewards import (
     REWARD_FUNCS_REGISTRY,
@@ -272,9 +273,94 @@ def test_soft_overlong_values():
 
 
 def test_soft_overlong_validates():
-    """The factory rejects a cache larger than the maximum length."""
-    with pytest.raises(ValueError, match="soft_punish_cache"):
+    """The factory rejects a cache larger than the maximum length, and non-integer or non-positive lengths."""
+    with pytest.raises(ConfigError, match="soft_punish_cache"):
         get_soft_overlong_punishment(max_completion_len=10, soft_punish_cache=20)
+    for max_len, cache in ((0, 0), (-5, 0), (10.5, 2), (True, 0)):
+        with pytest.raises(ConfigError, match="max_completion_len must be a positive integer"):
+            get_soft_overlong_punishment(max_completion_len=max_len, soft_punish_cache=cache)
+    for cache in (-1, 2.0, None):
+        with pytest.raises(ConfigError, match="soft_punish_cache must be an integer in"):
+            get_soft_overlong_punishment(max_completion_len=10, soft_punish_cache=cache)
+
+
+def open_r1_soft_overlong(max_completion_len, soft_punish_cache):
+    """open-r1's `get_soft_overlong_punishment` (src/open_r1/rewards.py), verbatim but for the docstrings."""
+
+    def soft_overlong_punishment_reward(completion_ids: list[list[int]], **kwargs) -> list[float]:
+        rewards = []
+        for ids in completion_ids:
+            completion_length = len(ids)
+            if completion_length <= max_completion_len - soft_punish_cache:
+                rewards.append(0.0)
+            elif max_completion_len - soft_punish_cache < completion_length <= max_completion_len:
+                rewards.append((max_completion_len - soft_punish_cache - completion_length) / soft_punish_cache)
+            else:
+                rewards.append(-1.0)
+        return rewards
+
+    return soft_overlong_punishment_reward
+
+
+def test_soft_overlong_open_r1_calls():
+    """open-r1's own tests' calls: the factory by position, the reward with `completion_ids` alone (by keyword or by
+    position). Hand-computed at the boundaries for L_max = 100, L_cache = 20: 0 up to 80, (80 - n) / 20 up to 100,
+    -1 beyond."""
+    reward = get_soft_overlong_punishment(100, 20)
+    assert reward(completion_ids=[[1] * 50]) == [0]
+    assert reward([[1] * 110]) == [-1]
+    assert reward([[1] * 90])[0] == pytest.approx(-0.5, abs=1e-4)
+    lengths = (0, 79, 80, 81, 90, 99, 100, 101, 500)
+    expected = [0.0, 0.0, 0.0, -0.05, -0.5, -0.95, -1.0, -1.0, -1.0]
+    ids = [[7] * n for n in lengths]
+    for values in (reward(ids), reward(completion_ids=ids), reward(["x"] * len(ids), completion_ids=ids)):
+        assert values == pytest.approx(expected, abs=1e-12)
+    (named,) = get_reward_funcs(["soft_overlong"], max_completion_len=100, soft_punish_cache=20)
+    assert named(ids) == named(completion_ids=ids) == reward(ids)
+    hard = get_soft_overlong_punishment(100, 0)  # no cache: 0 up to L_max, -1 beyond (no division by 0)
+    assert hard([[1] * 100, [1] * 101]) == [0.0, -1.0]
+
+
+@pytest.mark.parametrize(("max_len", "cache"), [(100, 20), (100, 0), (100, 100), (7, 3), (1, 1)])
+def test_soft_overlong_equals_open_r1(max_len, cache):
+    """The same value as open-r1's reward for every length from 0 to beyond L_max."""
+    ids = [[0] * n for n in range(max_len + 30)]
+    ours = get_soft_overlong_punishment(max_len, cache)
+    assert ours(ids) == open_r1_soft_overlong(max_len, cache)(ids)
+
+
+def test_soft_overlong_needs_token_ids():
+    """Texts or conversations given without `completion_ids` are refused, not measured."""
+    reward = get_soft_overlong_punishment(100, 20)
+    for completions in (["some text"], [conv("some text")]):
+        with pytest.raises(ValueError, match="needs `completion_ids`"):
+            reward(completions)
+    with pytest.raises(ValueError, match="got 2 completions but 1 completion_ids"):
+        reward(["a", "b"], completion_ids=[[1]])
+
+
+def test_factory_parameters_from_script_arguments():
+    """open-r1's call `get_reward_funcs(script_args)`: the names and the factory parameters come from the fields."""
+    from open_r1_egsw.training.configs import GRPOScriptArguments
+
+    args = GRPOScriptArguments(reward_funcs=["format", "soft_overlong"], max_completion_len=100, soft_punish_cache=40)
+    fmt, overlong = get_reward_funcs(args)
+    assert (fmt.__name__, overlong.__name__) == ("format", "soft_overlong")
+    ids = [[1] * n for n in (60, 70, 90, 100, 120)]  # free up to 100 - 40 = 60
+    assert overlong(["x"] * 5, completion_ids=ids) == pytest.approx([0.0, -0.25, -0.75, -1.0, -1.0])
+    args.soft_punish_cache = 200
+    with pytest.raises(ConfigError, match="soft_punish_cache must be an integer in \\[0, max_completion_len=100\\]"):
+        get_reward_funcs(args)
+    args.soft_punish_cache = 20
+    # TRL cuts completions at max_completion_length: a punishment that cannot start is refused
+    with pytest.raises(ConfigError, match="never punishes: completions stop at max_completion_length=80 tokens"):
+        get_reward_funcs(args, max_completion_length=80)
+    assert len(get_reward_funcs(args, max_completion_length=81)) == 2
+    args.soft_punish_cache = 0  # a hard -1 beyond L_max only: never reached when TRL cuts at L_max
+    with pytest.raises(ConfigError, match="within max_completion_len - soft_punish_cache = 100"):
+        get_reward_funcs(args, max_completion_length=100)
+    args.reward_funcs = ["format"]
+    assert len(get_reward_funcs(args, max_completion_length=8)) == 1  # not selected: not checked
 
 
 # ---------------------------------------------------------------- registry
@@ -289,8 +375,8 @@ def scratch_registry(monkeypatch):
 
 
 def test_unknown_name_lists_known():
-    """An unknown name raises a ValueError listing every registered name."""
-    with pytest.raises(ValueError, match="Unknown reward function 'acuracy'. Known: accuracy, format") as info:
+    """An unknown name raises a ConfigError listing every registered name."""
+    with pytest.raises(ConfigError, match="Unknown reward function 'acuracy'. Known: accuracy, format") as info:
         get_reward_funcs(["acuracy"])
     for name in REWARD_FUNCS_REGISTRY:
         assert name in str(info.value)
@@ -345,17 +431,17 @@ def test_factory_built_only_when_selected(scratch_registry):
     assert calls == [2.0] and spy.__name__ == "spy"
     # The real factory: its invalid parameters matter only when it is selected.
     get_reward_funcs(["accuracy"], max_completion_len=10, soft_punish_cache=20)
-    with pytest.raises(ValueError, match="soft_punish_cache"):
+    with pytest.raises(ConfigError, match="soft_punish_cache"):
         get_reward_funcs(["soft_overlong"], max_completion_len=10, soft_punish_cache=20)
 
 
 def test_bad_parameters():
-    """Stray parameters, missing factory parameters and repeated names raise ValueError."""
-    with pytest.raises(ValueError, match="soft_punish_cach\\b"):
+    """Stray parameters, missing factory parameters and repeated names raise ConfigError."""
+    with pytest.raises(ConfigError, match="soft_punish_cach\\b"):
         get_reward_funcs(["soft_overlong"], max_completion_len=10, soft_punish_cach=2)
-    with pytest.raises(ValueError, match="get_soft_overlong_punishment"):
+    with pytest.raises(ConfigError, match="get_soft_overlong_punishment"):
         get_reward_funcs(["soft_overlong"], max_completion_len=10)
-    with pytest.raises(ValueError, match="more than once"):
+    with pytest.raises(ConfigError, match="more than once"):
         get_reward_funcs(["format", "format"])
 
 

@@ -59,7 +59,7 @@ def build_trainer(
     ##############################
     # Rewards, tokenizer and model
     ##############################
-    reward_funcs = get_reward_funcs(script_args.reward_funcs)
+    reward_funcs = get_reward_funcs(script_args, max_completion_length=training_args.max_completion_length)
     model, tokenizer = load_model_and_tokenizer(model_args, training_args)
     if script_args.chat_template is not None:  # open-r1's field: replaces the tokenizer's template
         tokenizer.chat_template = script_args.chat_template

@@ -13,8 +13,8 @@ open-r1 pinned trl 0.18 and transformers 4.52; its GRPO recipes use keys that no
 - `wandb_entity`, `wandb_project`, `wandb_run_group` -> the WANDB_ENTITY / WANDB_PROJECT / WANDB_RUN_GROUP
   environment variables (what open-r1's `init_wandb_training` did with them), unless already set.
 
-`chat_template` and `max_prompt_length` are fields of this repository's classes with open-r1's meaning (configs.py),
-so they need no mapping. Each mapping is reported once per parse as one `notice:` line on stderr; a key that has no
+`chat_template`, `max_prompt_length` and the soft_overlong reward's `max_completion_len` and `soft_punish_cache` are
+fields of this repository's classes with open-r1's meaning (configs.py), so they need no mapping. Each mapping is reported once per parse as one `notice:` line on stderr; a key that has no
 equivalent here stops with one line naming it and what to do (`NO_EQUIVALENT`).
 """
 
@@ -34,8 +34,8 @@ RENAMED = {
 }
 WANDB_ENV = {"wandb_entity": "WANDB_ENTITY", "wandb_project": "WANDB_PROJECT", "wandb_run_group": "WANDB_RUN_GROUP"}
 _REWARD_PARAM = (
-    "is a parameter of one of open-r1's reward functions; the rewards here take no recipe parameters "
-    "(see rewards.py): delete the key"
+    "is a parameter of one of open-r1's reward functions (cosine, repetition_penalty, code), which this repository "
+    "does not have (see rewards.py): delete the key"
 )
 NO_EQUIVALENT = {
     "vllm_device": "was removed from TRL (0.18): the vLLM server chooses its GPUs (`python -m open_r1_egsw.cli.launch "
@@ -64,11 +64,9 @@ NO_EQUIVALENT = {
             "ioi_provider",
             "e2b_router_url",
             "morph_router_url",
-            "max_completion_len",
-            "soft_punish_cache",
             "enforce_same_language",
         )
-    },  # fmt: skip
+    },
 }
 
 

@@ -1,33 +1,10 @@
 """Parse and check final math answers: the one module that calls math_verify.
 
-Training rewards (`open_r1_egsw.training.rewards`) and the evaluation tasks import these three functions; no other module calls
-math_verify directly, so a fix made here reaches both (open-r1 carried three drifting copies of this logic: STYLE.md,
-"What to avoid" 3).
-
-Choices, each measured on math-verify 0.5.2 / latex2sympy2_extended 1.0.6:
-
-1. Gold answers. A gold containing `\\boxed{...}` (a MATH `solution` field) is reduced to its LAST boxed content. A bare
-   answer (an `answer` column: `3\\sqrt{13}`, `\\text{Evelyn}`, `025`) is wrapped in `$...$` before `parse`: parsed
-   bare, `\\text{Evelyn}` and `\\{1,2,3\\}` come back empty and `3\\sqrt{13}` comes back as `3`, silently wrong.
-   A gold for which math_verify returns only its raw-string fallback (no sympy object, e.g. `\\frac{`) counts as
-   not parsed. Parsed golds are cached (a gold repeats once per generation of its prompt).
-2. Completions. The last `\\boxed{}` wins; without one (or if it does not parse), math_verify's default LaTeX + plain
-   expression extraction reads the final answer from the last `MAX_SEARCH_CHARS` characters only. Its regexes are
-   super-linear: 100,000 characters of "1 1 1 ..." took 34 s, 4,000 characters 0.06 s.
-3. Verification is `verify(gold, target)` (math_verify's argument order: the gold is first) with integer timeouts:
-   math_verify arms them with `signal.alarm`, which rejects a float. A timeout counts as "not equivalent".
-4. Leading zeros compare equal ("025" vs 25, AIME): math_verify reads both as the integer 25.
-5. Non-ASCII decimal digits (full-width `５`, Arabic-Indic `٣`) are mapped to ASCII first: math_verify matches them
-   with `\\d` and then fails to sympify them, which empties the whole parse of an otherwise good completion.
-6. math_verify's `parse` prints ("Error during parsing: ...") instead of logging; that output is captured and sent to
-   this module's logger at debug level.
-7. Main thread only. math_verify 0.5.2 runs every LaTeX parse and every comparison under `signal.alarm`; off the main
-   thread `signal.signal` raises inside math_verify, which swallows the error: LaTeX answers stop parsing and `verify`
-   returns False even for 25 vs 25. All three functions raise RuntimeError there instead of scoring every answer 0.
-   For the same reason, a SIGALRM alarm armed by the caller is cancelled by any call into math_verify.
-
-A gold that does not parse is a data problem, not a wrong answer: `verify_answer` returns None for it and callers count
-it (see `rewards.accuracy_reward`).
+The rewards and the evaluation tasks score answers only through `parse_gold`, `parse_completion` and `verify_answer`.
+A gold is its last `\\boxed{}` content, or the bare answer wrapped in `$...$`; a completion's last `\\boxed{}` wins,
+else its last `MAX_SEARCH_CHARS` characters are searched. Non-ASCII digits read as ASCII. A gold that does not parse
+scores None. math_verify times out with `signal.alarm`, so all three run in the main thread only (RuntimeError
+elsewhere). docs/answers.md gives the reason for each choice.
 """
 
 import contextlib
@@ -43,7 +20,7 @@ from math_verify import parse, verify
 
 logger = logging.getLogger(__name__)
 
-# Only this many trailing characters of a completion are searched when it has no usable \boxed{} (see docstring, 2.).
+# Only this many trailing characters of a completion are searched when it has no usable \boxed{} (docs/answers.md, 2.).
 MAX_SEARCH_CHARS = 4000
 
 # Per-expression parse timeout (s) handed to math_verify; `verify_answer` takes its own comparison timeout.
@@ -59,12 +36,12 @@ _NON_ASCII_DIGIT = re.compile(r"(?![0-9])\d")
 
 
 def _ascii_digits(text: str) -> str:
-    """Replace every non-ASCII decimal digit (`５`, `٣`) by its ASCII digit (module docstring, 5.)."""
+    """Replace every non-ASCII decimal digit (`５`, `٣`) by its ASCII digit (docs/answers.md, 5.)."""
     return _NON_ASCII_DIGIT.sub(lambda m: str(unicodedata.digit(m.group(), 0)), text)
 
 
 def _check_main_thread() -> None:
-    """Raise RuntimeError off the main thread, where math_verify 0.5.2 silently fails (module docstring, 7.)."""
+    """Raise RuntimeError off the main thread, where math_verify 0.5.2 silently fails (docs/answers.md, 7.)."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
             "open_r1_egsw.training.answers must run in the main thread: math_verify 0.5.2 times out with signal.alarm, and "
@@ -133,23 +110,11 @@ def _parse_gold_cached(text: str) -> tuple:
 
 
 def parse_gold(text: str) -> list:
-    """Parse a gold answer with math_verify.
+    """Parse a gold answer with math_verify (cached per text); an empty list if it does not parse.
 
-    A gold text without `\\boxed{}` that already contains `$`, `\\(` or `\\[` is parsed as is (its last
-    `MAX_SEARCH_CHARS` characters); a bare answer or boxed content longer than `MAX_SEARCH_CHARS` is not an answer.
-    Results are cached per text.
-
-    Args:
-        text: a full solution containing `\\boxed{...}` (its LAST boxed content is the answer) or a bare answer such as
-            `3\\sqrt{13}`, `\\text{Evelyn}`, `025`, which is wrapped in `$...$` before parsing.
-
-    Returns:
-        math_verify's parsed list (sympy objects, then string fallbacks). An empty list if the gold does not parse,
-        which includes the case where math_verify only returns its raw-string fallback (e.g. for `\\frac{`): such a
-        gold would score every completion 0 without anyone noticing, while None (see `verify_answer`) gets counted.
-
-    Raises:
-        RuntimeError: only when called off the main thread (see the module docstring, 7.).
+    The answer is the last `\\boxed{...}` content of a full solution, else the bare answer (`3\\sqrt{13}`, `025`)
+    wrapped in `$...$`; a text that already has `$`, `\\(` or `\\[` is parsed as is. Only math_verify's raw-string
+    fallback (e.g. for `\\frac{`) counts as not parsed. RuntimeError off the main thread.
     """
     _check_main_thread()
     if not isinstance(text, str):
@@ -159,21 +124,10 @@ def parse_gold(text: str) -> list:
 
 
 def parse_completion(text: str) -> list:
-    """Parse a model completion's final answer with math_verify; never raises on any string.
+    """Parse a completion's final answer with math_verify; an empty list if none is found.
 
-    The last complete `\\boxed{...}` wins. Without one, or if its content does not parse, math_verify's default
-    extraction (LaTeX environments, then plain numbers/expressions, the rightmost first) runs on the LAST
-    `MAX_SEARCH_CHARS` (4000) characters of the completion only: math_verify's regexes are super-linear in the input
-    length, and the final answer of a long completion is at its end. A boxed content longer than that is not parsed.
-
-    Args:
-        text: the completion text.
-
-    Returns:
-        math_verify's parsed list; an empty list if no answer is found.
-
-    Raises:
-        RuntimeError: only when called off the main thread (see the module docstring, 7.).
+    The last complete `\\boxed{...}` wins; without one (or if it does not parse), math_verify's default extraction
+    reads the last `MAX_SEARCH_CHARS` characters only. RuntimeError off the main thread, else never raises.
     """
     _check_main_thread()
     if not isinstance(text, str):
@@ -189,20 +143,9 @@ def parse_completion(text: str) -> list:
 
 
 def verify_answer(gold: str, completion: str, timeout_seconds: int = 5) -> float | None:
-    """Score a completion against a gold answer.
-
-    Args:
-        gold: the gold answer, as accepted by `parse_gold`.
-        completion: the model completion, as accepted by `parse_completion`.
-        timeout_seconds: limit for each comparison inside math_verify's `verify`, rounded up to a whole second
-            (math_verify arms it with `signal.alarm`). A timed-out comparison counts as not equivalent.
-
-    Returns:
-        1.0 if the completion's answer is equivalent to the gold; 0.0 if it is not, if the completion has no
-        parseable answer, or on any error; None if the GOLD does not parse (a data problem: callers count these).
-
-    Raises:
-        RuntimeError: only when called off the main thread (see the module docstring, 7.).
+    """1.0 if the completion's answer is equivalent to the gold, 0.0 if not (or none, or on any error), None if the
+    gold does not parse. Each comparison times out after `timeout_seconds`, rounded up to a whole second (counts as
+    not equivalent). RuntimeError off the main thread.
     """
     _check_main_thread()
     gold_parsed = parse_gold(gold)

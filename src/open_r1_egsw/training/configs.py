@@ -261,6 +261,20 @@ class GRPOScriptArguments(ScriptArgumentsMixin, trl.ScriptArguments):
         default_factory=lambda: ["accuracy", "format"],
         metadata={"help": "Reward functions by registry name (see rewards.REWARD_FUNCS_REGISTRY)."},
     )
+    max_completion_len: int = field(
+        default=16384,
+        metadata={
+            "help": "soft_overlong reward: L_max, the completion length in tokens from which the punishment is -1 "
+            "(open-r1's key; set it to max_completion_length)."
+        },
+    )
+    soft_punish_cache: int = field(
+        default=4096,
+        metadata={
+            "help": "soft_overlong reward: L_cache, the tokens before max_completion_len over which the punishment "
+            "grows linearly from 0 to -1 (open-r1's key); 0 <= soft_punish_cache <= max_completion_len."
+        },
+    )
     eval_accuracy_samples: int = field(
         default=0,
         metadata={

@@ -1,10 +1,8 @@
 """A reward that fails on one process stops every process, with one line naming the function and the rank.
 
-TRL scores each process's completions locally, then gathers the rewards of all processes. A reward that raised on
-one rank would leave the others waiting in that gather until the collective timeout (30 minutes by default). Inside
-`held`, a failing `NamedReward` records its `RewardError` and returns None for its completions, so every rank
-reaches TRL's gather; `raise_everywhere` then exchanges the records (one small collective, the same on every rank)
-and raises the first failure on every rank. Rank 0 reports it; the others raise it marked `quiet`.
+Inside `held`, a failing `NamedReward` records its `RewardError` and returns None, so every rank still reaches TRL's
+reward gather instead of waiting there for the collective timeout; `raise_everywhere` then raises the first failure
+on every rank (rank 0 reports it, the others raise it `quiet`).
 """
 
 from __future__ import annotations

@@ -1,36 +1,17 @@
 """Reward functions for GRPO, selected by name from a registry.
 
-Every reward has TRL's signature `(completions, **kwargs) -> list[float | None]`: one value per completion, where
-None means "skip this sample" (TRL turns it into NaN and leaves it out of that reward's statistics). TRL passes the
-data set's columns (`solution`, `answer`, ...), `prompts`, `completion_ids`, `trainer_state`, `log_extra` and
-`log_metric` as keyword arguments, so each reward takes what it needs and ignores the rest. Completions are either plain
-strings or conversations (`[{"role": "assistant", "content": "..."}]`); `completion_text` reads both.
-
-Math answers are parsed and checked only through `open_r1_egsw.training.answers` (`verify_answer`), never by calling math_verify
-here, so the accuracy and length rewards cannot drift apart.
-
-Registry (after verl's `register_adv_est`): `@register_reward("name")` adds a reward function, and
-`@register_reward("name", factory=True)` a factory `get_<name>(...)` that builds one from parameters; a taken name is
-refused. `get_reward_funcs(names, **params)` builds only the selected factories and returns `NamedReward` objects
-whose `__name__` is the registry name: TRL 1.16 logs each reward under `__name__`, after unwrapping a
-`functools.partial` to the inner function (so open-r1's `update_wrapper(partial(...))` would log the inner function's
-name, not the registry name), and its async GRPO worker pickles reward functions (so no closures).
-
-Misbehaving rewards: `NamedReward` checks every call. A reward that raises, returns something other than one value
-per completion, or returns NaN/inf or a non-number stops the run with a `RewardError` naming the function and the
-problem (one `error:` line, exit 2, through `cli_entry`); checkpoints already written are left as they are. None is
-TRL's documented "not applicable" and passes through (see `check_rewards`).
-
-Unparseable golds: the accuracy and length rewards return None for a completion whose gold answer does not parse (a
-data problem, not a wrong answer). The accuracy reward counts these completions per gold text in
-`UNPARSEABLE_GOLDS` and, inside a trainer, logs the batch fraction as the metric
-`accuracy/unparseable_gold_frac`; each distinct unparseable gold is logged once as a warning.
+Every reward has TRL's signature `(completions, **kwargs) -> list[float | None]`: one value per completion, None to
+skip it. Completions are strings or conversations (`completion_text` reads both). `@register_reward(name)` adds a
+reward, `factory=True` a factory that builds one from recipe keys (`GRPOScriptArguments`); `get_reward_funcs` returns
+picklable `NamedReward`s named by the registry, which stop the run with a `RewardError` when a reward misbehaves.
+Math answers are checked only through `answers.verify_answer`; a completion whose gold does not parse scores None.
 """
 
 import functools
 import inspect
 import logging
 import math
+import numbers
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -57,11 +38,7 @@ FORMAT_PATTERN = re.compile(r"^<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>$
 
 
 def register_reward(name: str, *, factory: bool = False) -> Callable[[Callable], Callable]:
-    """Register a reward function (or, with `factory=True`, a factory that builds one) under `name`.
-
-    Raises:
-        ValueError: if `name` is already registered.
-    """
+    """Register a reward function (or, with `factory=True`, a factory that builds one) under `name`, once."""
 
     def decorator(func: Callable) -> Callable:
         if name in REWARD_FUNCS_REGISTRY:
@@ -76,11 +53,9 @@ def register_reward(name: str, *, factory: bool = False) -> Callable[[Callable],
 
 
 class NamedReward:
-    """A reward function carrying its registry name as `__name__`, for TRL's metric names; picklable.
+    """A reward function (module-level, or a partial of one) named `name` for TRL's metrics; checks every call.
 
-    Args:
-        name: the registry name.
-        func: the reward function: a module-level function or a `functools.partial` of one.
+    A reward that raises, or returns anything but one finite number or None per completion, is a `RewardError`.
     """
 
     def __init__(self, name: str, func: RewardFunc) -> None:
@@ -117,11 +92,9 @@ def _where(kwargs: dict) -> str:
 
 
 def check_rewards(name: str, values: Any, expected: int | None, where: str = "") -> list[float | None]:
-    """`values` if it is one finite number or None per completion, else a RewardError naming `name`.
+    """`values` if it is one finite number or None (TRL's "skip") per completion, else a RewardError naming `name`.
 
-    None (for some or all completions) is TRL's "not applicable": TRL leaves that reward out for those completions,
-    and a completion every reward skips gets advantage 0 (with a warning). NaN is refused: it is not "skip" but a
-    computation gone wrong, and TRL would silently treat it as None.
+    NaN is refused: TRL would silently read it as None.
     """
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise RewardError(
@@ -145,33 +118,31 @@ def check_rewards(name: str, values: Any, expected: int | None, where: str = "")
     return list(values)
 
 
-def get_reward_funcs(names: Sequence[str], **params: Any) -> list[NamedReward]:
-    """Build the reward functions selected by name, in order.
+def get_reward_funcs(
+    selection: Sequence[str] | Any, /, *, max_completion_length: int | None = None, **params: Any
+) -> list[NamedReward]:
+    """Build the selected rewards, in order; only the selected factories are called.
 
-    Args:
-        names: registry names, e.g. `["accuracy", "format"]`.
-        **params: parameters for the reward factories (e.g. `max_completion_len`, `soft_punish_cache`); each selected
-            factory receives the ones its signature names. Factories that are not selected are not called.
-
-    Raises:
-        ValueError: on an unknown name (the message lists the known ones) or a repeated one, on a parameter that no
-            registered factory accepts (a typo would otherwise be dropped silently), or when a selected factory lacks
-            a required parameter.
+    `selection` is a list of registry names with the factory parameters in `params`, or (open-r1's call) script
+    arguments: their `reward_funcs`, and their fields named like a factory parameter. `max_completion_length`, TRL's
+    cut, if given, refuses a `soft_overlong` that could never punish. User errors raise ConfigError.
     """
-    known = ", ".join(sorted(REWARD_FUNCS_REGISTRY))
-    for name in names:
-        if name not in REWARD_FUNCS_REGISTRY:
-            raise ValueError(f"Unknown reward function '{name}'. Known: {known}")
-    repeated = sorted({name for name in names if list(names).count(name) > 1})
-    if repeated:
-        raise ValueError(f"Reward functions selected more than once: {', '.join(repeated)}")
-
+    names = [selection] if isinstance(selection, str) else list(getattr(selection, "reward_funcs", selection))
     signatures = {name: inspect.signature(REWARD_FUNCS_REGISTRY[name]) for name in sorted(_FACTORY_NAMES)}
     accepted = {param for signature in signatures.values() for param in signature.parameters}
+    if not isinstance(selection, Sequence):
+        params = {key: getattr(selection, key) for key in accepted if hasattr(selection, key)} | params
+    for name in names:
+        if name not in REWARD_FUNCS_REGISTRY:
+            known = ", ".join(sorted(REWARD_FUNCS_REGISTRY))
+            raise ConfigError(f"Unknown reward function '{name}'. Known: {known}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"Reward functions selected more than once: {', '.join(repeated)}")
     stray = sorted(set(params) - accepted)
     if stray:
         factories = "; ".join(f"{name}{signature}" for name, signature in signatures.items())
-        raise ValueError(
+        raise ConfigError(
             f"Reward parameters accepted by no reward factory: {', '.join(stray)}. Factories: {factories}"
         )
 
@@ -184,11 +155,19 @@ def get_reward_funcs(names: Sequence[str], **params: Any) -> list[NamedReward]:
             try:
                 signature.bind(**factory_params)
             except TypeError as exc:
-                raise ValueError(
+                raise ConfigError(
                     f"Reward '{name}' is built by {entry.__name__}{signature}; got parameters {sorted(factory_params)}."
                 ) from exc
             entry = entry(**factory_params)
         funcs.append(NamedReward(name, entry))
+    if "soft_overlong" in names and max_completion_length is not None:
+        free_len = params["max_completion_len"] - params["soft_punish_cache"]
+        if max_completion_length <= free_len:
+            raise ConfigError(
+                f"The 'soft_overlong' reward never punishes: completions stop at max_completion_length="
+                f"{max_completion_length} tokens, within max_completion_len - soft_punish_cache = {free_len}. "
+                f"Set max_completion_len to {max_completion_length}, with a positive soft_punish_cache."
+            )
     return funcs
 
 
@@ -242,19 +221,10 @@ def _correctness(completions: Sequence, golds: list[str], count: bool) -> list[f
 def accuracy_reward(
     completions: Sequence, solution: Sequence | None = None, answer: Sequence | None = None, **kwargs: Any
 ) -> list[float | None]:
-    """1.0 if the completion's final answer equals the gold answer (math_verify, via `answers.verify_answer`), else 0.0.
+    """1.0 if the completion's final answer equals the gold (`answers.verify_answer`), else 0.0.
 
-    Args:
-        completions: plain strings or conversations.
-        solution: gold column holding full solutions; the last `\\boxed{}` is the answer. Used if given.
-        answer: gold column holding bare answers (`3\\sqrt{13}`, `025`); used when there is no `solution` column.
-        **kwargs: other columns and TRL's extras; `log_metric`, if passed, receives `accuracy/unparseable_gold_frac`.
-
-    Returns:
-        One value per completion; None where the gold does not parse (TRL skips it; counted in `UNPARSEABLE_GOLDS`).
-
-    Raises:
-        ValueError: if neither `solution` nor `answer` is given, or their length differs from `completions`'.
+    The gold is the `solution` column (its last `\\boxed{}`), else the bare `answer` column. A gold that does not
+    parse scores None, is counted in `UNPARSEABLE_GOLDS` and logged as `accuracy/unparseable_gold_frac`.
     """
     golds = _golds(solution, answer, len(completions), "accuracy")
     rewards = _correctness(completions, golds, count=True)
@@ -266,11 +236,7 @@ def accuracy_reward(
 
 @register_reward("format")
 def format_reward(completions: Sequence, **kwargs: Any) -> list[float]:
-    """1.0 if the completion is exactly `<think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>`, else 0.0.
-
-    The pattern is open-r1's (`FORMAT_PATTERN`), matched with DOTALL but without open-r1's MULTILINE, so text after
-    `</answer>` (other than one final newline) fails.
-    """
+    """1.0 if the completion is exactly `<think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>`, else 0.0."""
     return [1.0 if FORMAT_PATTERN.match(completion_text(c)) else 0.0 for c in completions]
 
 
@@ -291,27 +257,11 @@ def len_reward(
     prompts: Sequence | None = None,
     **kwargs: Any,
 ) -> list[float | None]:
-    """Kimi 1.5 length penalty (Kimi Team, "Kimi k1.5: Scaling Reinforcement Learning with LLMs", arXiv 2501.12599,
-    Sec. 2.3.3), as open-r1's `len_reward` but with correctness from `answers.verify_answer`.
+    """Kimi 1.5's length penalty (arXiv 2501.12599, Sec. 2.3.3), as open-r1's `len_reward`, in [-0.5, 0.5].
 
-    Among the completions of one prompt, with lengths between min_len and max_len:
-        lambda = 0.5 - (len - min_len) / (max_len - min_len)
-        reward = lambda if the answer is correct, else min(0, lambda)
-    so the shortest correct answer gets +0.5, the longest -0.5, and wrong answers are never rewarded for brevity.
-    All completions of a prompt get 0.0 when their lengths are all equal.
-
-    Groups: completions with equal `prompts` entries form a group (Kimi's k samples of one problem). TRL passes
-    `prompts`; without it the whole call is one group (open-r1's behaviour). Under data parallelism a prompt's group
-    may be split across processes; each process normalises over the completions it scores.
-
-    Length: the number of tokens (`completion_ids`, which TRL passes) if given, else the number of characters
-    (open-r1's measure).
-
-    Returns:
-        One value per completion, in [-0.5, 0.5]; None where the gold does not parse (as in `accuracy_reward`).
-
-    Raises:
-        ValueError: if neither `solution` nor `answer` is given, or a column's length differs from `completions`'.
+    Within each group of equal `prompts` (the whole call without them), lambda = 0.5 - (len - min) / (max - min);
+    a correct completion gets lambda, a wrong one min(0, lambda), all get 0 when the lengths are equal. Lengths are
+    token counts (`completion_ids`), else characters. A gold that does not parse scores None.
     """
     n = len(completions)
     golds = _golds(solution, answer, n, "length")
@@ -345,17 +295,22 @@ def len_reward(
 
 
 def soft_overlong_punishment_reward(
-    completions: Sequence,
+    completions: Sequence | None = None,
     completion_ids: Sequence[Sequence[int]] | None = None,
     *,
     max_completion_len: int,
     soft_punish_cache: int,
     **kwargs: Any,
 ) -> list[float]:
-    """DAPO soft overlong punishment (Eq. 13); built by `get_soft_overlong_punishment`, see there."""
-    if completion_ids is None:
+    """DAPO soft overlong punishment on token counts; built by `get_soft_overlong_punishment`.
+
+    TRL passes `completions` and `completion_ids`; open-r1's call, `reward(completion_ids)`, passes the ids alone.
+    """
+    if completion_ids is None:  # open-r1's call: the ids are the only (first) argument
+        completions, completion_ids = None, completions
+    if completion_ids is None or not all(_is_token_ids(ids) for ids in completion_ids):
         raise ValueError("The 'soft_overlong' reward needs `completion_ids` (token ids, which TRL passes).")
-    if len(completion_ids) != len(completions):
+    if completions is not None and len(completion_ids) != len(completions):
         raise ValueError(
             f"'soft_overlong' got {len(completions)} completions but {len(completion_ids)} completion_ids."
         )
@@ -372,29 +327,28 @@ def soft_overlong_punishment_reward(
     return rewards
 
 
+def _is_token_ids(ids: Any) -> bool:
+    """A list of token ids, not a text or a conversation (its first element decides)."""
+    return not isinstance(ids, (str, dict)) and _is_int(next(iter(ids), 0))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 @register_reward("soft_overlong", factory=True)
 def get_soft_overlong_punishment(max_completion_len: int, soft_punish_cache: int) -> RewardFunc:
-    """Build DAPO's soft overlong punishment (Yu et al., "DAPO", arXiv 2503.14476, Eq. 13), on token counts:
-
-        R(y) = 0                                  if |y| <= L_max - L_cache
-        R(y) = ((L_max - L_cache) - |y|) / L_cache if L_max - L_cache < |y| <= L_max
-        R(y) = -1                                 if L_max < |y|
-
-    where |y| is the number of completion tokens (`completion_ids`). TRL truncates completions at its
-    `max_completion_length`, so set `max_completion_len` to that value.
-
-    Args:
-        max_completion_len: L_max, in tokens; positive.
-        soft_punish_cache: L_cache, in tokens; 0 <= L_cache <= L_max (0: a hard -1 beyond L_max only).
-
-    Raises:
-        ValueError: on values outside those ranges.
+    """DAPO's soft overlong punishment (arXiv 2503.14476, Eq. 13), as open-r1's, on the completion's token count n:
+    0 if n <= L_max - L_cache, (L_max - L_cache - n) / L_cache up to L_max, -1 beyond. L_max is
+    `max_completion_len` (> 0; TRL cuts completions at `max_completion_length`), L_cache `soft_punish_cache`
+    (0 <= L_cache <= L_max). Raises ConfigError outside those ranges.
     """
-    if max_completion_len <= 0:
-        raise ValueError(f"max_completion_len must be positive, got {max_completion_len}.")
-    if not 0 <= soft_punish_cache <= max_completion_len:
-        raise ValueError(
-            f"soft_punish_cache must be in [0, max_completion_len={max_completion_len}], got {soft_punish_cache}."
+    if not (_is_int(max_completion_len) and max_completion_len > 0):
+        raise ConfigError(f"max_completion_len must be a positive integer, got {max_completion_len!r}.")
+    if not (_is_int(soft_punish_cache) and 0 <= soft_punish_cache <= max_completion_len):
+        raise ConfigError(
+            f"soft_punish_cache must be an integer in [0, max_completion_len={max_completion_len}], got "
+            f"{soft_punish_cache!r}."
         )
     reward = functools.partial(
         soft_overlong_punishment_reward, max_completion_len=max_completion_len, soft_punish_cache=soft_punish_cache
