@@ -3,11 +3,11 @@
 One batch of `num_generations` completions for each of `prompts` prompts, sampled with transformers `generate` at the
 recipe's temperature from the full distribution (no top-k / top-p), prompted through the recipe's system prompt and
 the model's own chat template; then one no-grad forward over prompt + completion per group, whose logits give every
-completion token's statistics (`entropy_dynamics.token_statistics`: log p_k, H, S, E_p[S], at the same temperature).
+completion token's statistics (`dynamics.token_statistics`: log p_k, H, S, E_p[S], at the same temperature).
 Rewards are the recipe's (`rewards.get_reward_funcs`, weighted, None counting 0 as in TRL), advantages TRL's
 group standardisation (`task_stats.group_advantages`). Everything measured goes through the trainer's own pure code:
 `shaping.shape_advantages` (EGSW weights, Clip_B / Clip_V keep-masks, their metrics), `egsw.egsw_weight_stats`,
-`entropy_dynamics.predicted_entropy_change` and `shaping.loss_token_scale`. Definitions:
+and `shaping.predicted_step_entropy_change`. Definitions:
 
 - entropy spread within a group: std over its completions of their mean token entropy (ddof 0, nats), mean over
   groups (the demo task's warm-start table uses the same); token std: std over all tokens of the group.
@@ -19,7 +19,7 @@ group standardisation (`task_stats.group_advantages`). Everything measured goes 
 - per step: clipping and the predicted entropy change are computed on consecutive blocks of `step_rows` completions
   (the recipe's generation batch, what one optimizer step sees), then averaged over the blocks. The predicted change
   is the trainer's `predicted_dH` (masked mean over the valid tokens of dH = -lr A_eff c (S - E_p[S]), c the loss
-  type's token scale, ratio 1): first order in lr, for a tabular policy (entropy_dynamics docstring).
+  type's token scale, ratio 1): first order in lr, for a tabular policy (docs/METHOD.md section 2).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import math
 
 import torch
 
-from open_r1_egsw.methods.entropy_dynamics import masked_mean, predicted_entropy_change, token_statistics
-from open_r1_egsw.methods.shaping import ShapingSettings, loss_token_scale, shape_advantages
+from open_r1_egsw.methods.dynamics import masked_mean, token_statistics
+from open_r1_egsw.methods.shaping import ShapingSettings, predicted_step_entropy_change, shape_advantages
 
 SETTINGS = ((0.3, 1.0), (0.8, 1.8), (0.8, 1.0))  # the paper's two (Qwen2.5-Math-7B, -Instruct); the demo table's
 NORMALIZATIONS = {"log_vocab": "log_vocab", "nats": "none"}  # report name -> egsw_entropy_normalization
@@ -135,13 +135,10 @@ def measure(rewards: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
         """Shaping and the predicted entropy change on each block of `step_rows` rows, averaged over the blocks."""
         dH, dropped, shares = [], 0, []
         for rows in blocks:
-            shaped = shape_advantages(advantages[rows], mask[rows], {k: v[rows] for k, v in stats.items()}, settings)
-            kept = mask[rows] if shaped.keep is None else mask[rows] * shaped.keep
-            effective = advantages[rows] if shaped.weights is None else advantages[rows].unsqueeze(1) * shaped.weights
-            scale = loss_token_scale(loss_type, kept, max_completion_length)
-            change = predicted_entropy_change(stats["S"][rows], stats["S_baseline"][rows], effective, kept, lr=lr,
-                                              token_scale=scale)  # fmt: skip
-            dH.append(masked_mean(change, mask[rows]).item())
+            block = {k: v[rows] for k, v in stats.items()}
+            shaped = shape_advantages(advantages[rows], mask[rows], block, settings)
+            args = (advantages[rows], mask[rows], block, shaped, lr, loss_type, max_completion_length)
+            dH.append(predicted_step_entropy_change(*args))
             if shaped.keep is not None:
                 dropped += int(shaped.metrics["entropy_dynamics/clip_count"])
                 shares.append(shaped.metrics["entropy_dynamics/clip_frac"])
@@ -201,7 +198,7 @@ def _mu_to_first_drop(
 ) -> float:
     """The largest mu at which the rule still has a candidate: over the negative-advantage tokens, the largest
     (m - S) / s (Clip_B) or D / s_D (Clip_V), with the batch statistics the rules use (population std over the valid
-    tokens, entropy_dynamics.clip_b_mask / clip_v_mask). A rule at mu below it has a candidate; at mu above, none.
+    tokens, clipping.clip_b_mask / clip_v_mask). A rule at mu below it has a candidate; at mu above, none.
     None when no token has a negative advantage."""
     present = mask.bool()
     negative = present & (advantages < 0).unsqueeze(1)
