@@ -37,8 +37,16 @@ CLIPS = {"clip_b": 2.5, "clip_v": 8.5}  # the paper's mu
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompts: list[str], num_generations: int, max_new_tokens: int, temperature: float,
-           eos_ids: list[int], prompts_per_call: int = 4) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:  # fmt: skip
+def sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    num_generations: int,
+    max_new_tokens: int,
+    temperature: float,
+    eos_ids: list[int],
+    prompts_per_call: int = 4,
+) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
     """(prompt ids per group, completions (N, T) padded, mask (N, T)): N = len(prompts) * G, each group G rows.
 
     The mask keeps the tokens up to and including the first of `eos_ids` (TRL's completion mask)."""
@@ -47,12 +55,21 @@ def sample(model, tokenizer, prompts: list[str], num_generations: int, max_new_t
     for start in range(0, len(prompts), prompts_per_call):
         chunk = [p for p in prompts[start : start + prompts_per_call] for _ in range(num_generations)]
         enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-        out = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                             max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
-                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        out = model.generate(
+            **enc,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_ids,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         rows += list(out[:, enc["input_ids"].size(1) :])
-        prompt_ids += [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"][::num_generations],
-                                                                 enc["attention_mask"][::num_generations])]  # fmt: skip
+        prompt_ids += [
+            ids[m.bool()].tolist()
+            for ids, m in zip(enc["input_ids"][::num_generations], enc["attention_mask"][::num_generations])
+        ]
     width = max(len(r) for r in rows)
     completions = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     for i, row in enumerate(rows):
@@ -94,29 +111,39 @@ def _nanmean(x: torch.Tensor) -> float:
     return x[~x.isnan()].mean().item()
 
 
-def measure(rewards: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, ended: torch.Tensor,
-            stats: dict[str, torch.Tensor], num_generations: int, vocab_size: int, lr: float, loss_type: str,
-            max_completion_length: int, step_rows: int) -> dict:  # fmt: skip
+def measure(
+    rewards: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    ended: torch.Tensor,
+    stats: dict[str, torch.Tensor],
+    num_generations: int,
+    vocab_size: int,
+    lr: float,
+    loss_type: str,
+    max_completion_length: int,
+    step_rows: int,
+) -> dict:
     """Every number of the report from one sampled batch (module docstring): rewards and advantages (N,), mask (N, T),
     ended (N,) bool (the completion stopped at an eos), stats (N, T) each (`score`)."""
     g, present = num_generations, mask.bool()
     n = mask.size(0)
     if n % g or step_rows % g or n % step_rows:
-        raise ValueError(f"rows ({n}) and step_rows ({step_rows}) must be multiples of num_generations ({g}), "
-                         f"and rows a multiple of step_rows")  # fmt: skip
+        raise ValueError(
+            f"rows ({n}) and step_rows ({step_rows}) must be multiples of num_generations ({g}), "
+            f"and rows a multiple of step_rows"
+        )
     lengths = mask.sum(1).double()
     entropy = stats["entropy"]
     per_completion = (entropy * mask).sum(1) / mask.sum(1).clamp(min=1)  # (N,) mean token entropy, nats
-    grouped_rewards = rewards.view(-1, g)
+    grouped_rewards, grouped_lengths = rewards.view(-1, g), lengths.view(-1, g)
     result = {
         "completions": n,
         "tokens": int(mask.sum()),
         "vocab_size": vocab_size,
         "log_vocab": math.log(vocab_size),
         "length_mean": lengths.mean().item(),
-        "length_cv_within_group": (lengths.view(-1, g).std(1, correction=0) / lengths.view(-1, g).mean(1))
-        .mean()
-        .item(),
+        "length_cv_within_group": (grouped_lengths.std(1, correction=0) / grouped_lengths.mean(1)).mean().item(),
         "ended_share": ended.double().mean().item(),
         "reward_mean": rewards.mean().item(),
         "groups_with_reward_variance": (grouped_rewards.std(1) > 0).double().mean().item(),
@@ -126,7 +153,7 @@ def measure(rewards: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
             "mean_normalized": masked_mean(entropy, mask).item() / math.log(vocab_size),
             "spread_within_group_nats": _group_std(per_completion, torch.ones(n, dtype=torch.bool), g).mean().item(),
             "token_std_within_group_nats": _token_std_within_group(entropy, present, g),
-        },  # fmt: skip
+        },
     }
     base = {"num_generations": g, "vocab_size": vocab_size}
     blocks = [slice(i, i + step_rows) for i in range(0, n, step_rows)]
@@ -152,42 +179,59 @@ def measure(rewards: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
     result["egsw"] = {}
     for alpha, temperature in SETTINGS:
         for name, normalization in NORMALIZATIONS.items():
-            settings = ShapingSettings(**base, use_egsw=True, alpha=alpha, temperature=temperature,
-                                       entropy_normalization=normalization)  # fmt: skip
+            settings = ShapingSettings(
+                **base, use_egsw=True, alpha=alpha, temperature=temperature, entropy_normalization=normalization
+            )
             at_zero = ShapingSettings(**base, use_egsw=True, alpha=0.0, temperature=temperature)
             w = shape_advantages(advantages, mask, stats, settings)
             w0 = shape_advantages(advantages, mask, stats, at_zero)
             h = entropy / math.log(vocab_size) if normalization == "log_vocab" else entropy
             result["egsw"][f"alpha{alpha}_P{temperature}_{name}"] = {
-                "alpha": alpha, "P": temperature, "entropy": name,
+                "alpha": alpha,
+                "P": temperature,
+                "entropy": name,
                 "mean_abs_diff_vs_alpha0": (w.weights - w0.weights)[present].abs().mean().item(),
                 "max_abs_diff_vs_alpha0": (w.weights - w0.weights)[present].abs().max().item(),
-                "ess": w.metrics["egsw/ess"], "ess_alpha0": w0.metrics["egsw/ess"],
+                "ess": w.metrics["egsw/ess"],
+                "ess_alpha0": w0.metrics["egsw/ess"],
                 "mean_abs_w0_minus_1": (w0.weights - 1)[present].abs().mean().item(),
                 "logit_std_entropy_term": _nanmean(_group_std(alpha * h / temperature, present, g)),
-                "logit_std_advantage_term": _nanmean(_group_std(advantages.unsqueeze(1).expand_as(h) / temperature,
-                                                                present, g)),
+                "logit_std_advantage_term": _nanmean(
+                    _group_std(advantages.unsqueeze(1).expand_as(h) / temperature, present, g)
+                ),
                 "predicted_dH": per_step(settings)["predicted_dH"],
                 "predicted_dH_alpha0": per_step(at_zero)["predicted_dH"],
-            }  # fmt: skip
+            }
     result["clip"] = {}
     for clip, mu in CLIPS.items():
         whole = shape_advantages(advantages, mask, stats, ShapingSettings(**base, entropy_clip=clip, clip_mu=mu))
         uncapped = ShapingSettings(**base, entropy_clip=clip, clip_mu=mu, clip_max_frac=1.0)
         result["clip"][clip] = {
-            "mu": mu, "max_frac": 1e-4 if clip == "clip_v" else None,
+            "mu": mu,
+            "max_frac": 1e-4 if clip == "clip_v" else None,
             "per_step": per_step(ShapingSettings(**base, entropy_clip=clip, clip_mu=mu)),
             "whole_batch_dropped": int(whole.metrics["entropy_dynamics/clip_count"]),
             "whole_batch_dropped_share": whole.metrics["entropy_dynamics/clip_frac"],
-        }  # fmt: skip
+        }
         if clip == "clip_v":  # how many tokens pass the mu test, before the max_frac cap
             capless = shape_advantages(advantages, mask, stats, uncapped)
             result["clip"][clip]["whole_batch_candidates"] = int(capless.metrics["entropy_dynamics/clip_count"])
         result["clip"][clip]["mu_to_first_drop"] = {
             "whole_batch": _mu_to_first_drop(clip, stats, advantages, mask),
-            "per_step_max": max((m for rows in blocks if (m := _mu_to_first_drop(
-                clip, {k: v[rows] for k, v in stats.items()}, advantages[rows], mask[rows])) is not None), default=None),
-        }  # fmt: skip
+            "per_step_max": max(
+                (
+                    m
+                    for rows in blocks
+                    if (
+                        m := _mu_to_first_drop(
+                            clip, {k: v[rows] for k, v in stats.items()}, advantages[rows], mask[rows]
+                        )
+                    )
+                    is not None
+                ),
+                default=None,
+            ),
+        }
     s_valid = stats["S"][present].double()
     result["S"] = {"mean": s_valid.mean().item(), "std": s_valid.std(correction=0).item(), "min": s_valid.min().item()}
     return result
