@@ -67,10 +67,14 @@ METHODS = {
     "egsw+clip_b": {"use_egsw": True, "entropy_clip": "clip_b"},
     "log_entropy_dynamics": {"log_entropy_dynamics": True},
 }
-VLLM_FLAGS = ["--use_vllm", "true", "--vllm_mode", "colocate", "--vllm_enable_sleep_mode", "false",
-              "--vllm_max_model_length", "512"]  # fmt: skip
-SETTINGS = {"aligned": [], "trl-forward": ["--steps_per_generation", "2"], "vllm-colocate": VLLM_FLAGS,
-            "extra-forward": [], "ddp-2": ["--use_cpu", "true"]}  # fmt: skip
+VLLM_FLAGS = "--use_vllm true --vllm_mode colocate --vllm_enable_sleep_mode false --vllm_max_model_length 512".split()
+SETTINGS = {
+    "aligned": [],
+    "trl-forward": ["--steps_per_generation", "2"],
+    "vllm-colocate": VLLM_FLAGS,
+    "extra-forward": [],
+    "ddp-2": ["--use_cpu", "true"],
+}
 PROCESSES = {"ddp-2": 2}  # settings that run in more than one process
 
 
@@ -82,8 +86,8 @@ def build(recipe: str, flags: list[str], out_dir: str):
     from open_r1_egsw.grpo import build_trainer
     from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
 
-    argv = ["--config", recipe, "--learning_rate", "0.0", "--output_dir", out_dir, "--report_to", "none",
-            "--eval_accuracy_samples", "0", *flags]  # fmt: skip
+    fixed = "--learning_rate 0.0 --report_to none --eval_accuracy_samples 0".split()
+    argv = ["--config", recipe, "--output_dir", out_dir, *fixed, *flags]
     trainer, _ = build_trainer(*parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv))
     return trainer
 
@@ -111,7 +115,7 @@ def time_own_code(trainer, clock: dict) -> None:
         return wrapper
 
     GenerationRecorder._hook = timed(GenerationRecorder._hook)  # bound at each generation's register()
-    for name in ("shape_advantages", "predicted_entropy_change"):
+    for name in ("shape_advantages", "predicted_step_entropy_change"):
         setattr(trainer_module, name, timed(getattr(trainer_module, name)))
     for name in ("_sampling_token_stats", "_gather_rows", "_update_controller"):
         setattr(trainer, name, timed(getattr(trainer, name)))
@@ -168,10 +172,8 @@ def alternate(
                 trainer.compute_loss(trainer.model, batch).backward()
                 elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
                 trainer.model.zero_grad(set_to_none=True)
-                runs.append(
-                    (elapsed - measured["s"], measured["s"], peak_rss_mib(), measured["own"], cpu - measured["cpu"],
-                     measured["cpu"])
-                )  # fmt: skip
+                wall_step, cpu_step = elapsed - measured["s"], cpu - measured["cpu"]
+                runs.append((wall_step, measured["s"], peak_rss_mib(), measured["own"], cpu_step, measured["cpu"]))
             step, dh, peak, own, _, _ = min(runs)
             cpu, cpu_dh = min(r[4:] for r in runs)  # the least CPU time, separately from the fastest wall time
             print(f"batch {index + 1}/{steps + warmup} {name}: {step + dh:.2f} s", file=sys.stderr, flush=True)
@@ -195,20 +197,27 @@ def summarise(records: dict, setting: str, steps: int, command: str, load: str) 
         variants = {name: ([t - m for t, m in zip(rec["time"], rec["measured"])], rec["cpu"], rec["own"])}
         if name == "log_entropy_dynamics":
             variants[name + "+measured_dH"] = (
-                rec["time"], [c + m for c, m in zip(rec["cpu"], rec["cpu_measured"])],
+                rec["time"],
+                [c + m for c, m in zip(rec["cpu"], rec["cpu_measured"])],
                 [o + m for o, m in zip(rec["own"], rec["measured"])],
-            )  # fmt: skip
+            )
         for label, (times, cpus, owns) in variants.items():
-            rows.append({
-                "method": label, "setting": setting,
-                "step_time_ratio": round(statistics.median(t / g for t, g in zip(times, grpo["time"])), 4),
-                "cpu_time_ratio": round(statistics.median(c / g for c, g in zip(cpus, grpo["cpu"])), 4),
-                "own_code_share": round(statistics.median(o / g for o, g in zip(owns, grpo["time"])), 4),
-                "peak_memory_ratio": round(statistics.median(p / g for p, g in zip(rec["peak"], grpo["peak"])), 4),
-                "steps": steps, "command": command,
-                "grpo_step_s": round(statistics.median(grpo["time"]), 4), "method_step_s": round(statistics.median(times), 4),
-                "grpo_peak_rss_mib": round(statistics.median(grpo["peak"])), "load_average": load,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "method": label,
+                    "setting": setting,
+                    "step_time_ratio": round(statistics.median(t / g for t, g in zip(times, grpo["time"])), 4),
+                    "cpu_time_ratio": round(statistics.median(c / g for c, g in zip(cpus, grpo["cpu"])), 4),
+                    "own_code_share": round(statistics.median(o / g for o, g in zip(owns, grpo["time"])), 4),
+                    "peak_memory_ratio": round(statistics.median(p / g for p, g in zip(rec["peak"], grpo["peak"])), 4),
+                    "steps": steps,
+                    "command": command,
+                    "grpo_step_s": round(statistics.median(grpo["time"]), 4),
+                    "method_step_s": round(statistics.median(times), 4),
+                    "grpo_peak_rss_mib": round(statistics.median(grpo["peak"])),
+                    "load_average": load,
+                }
+            )
     return rows
 
 
@@ -233,13 +242,17 @@ def run_setting(args: argparse.Namespace) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'setting':14} {'method':34} {'GRPO step (s)':>13} {'method (s)':>10} {'time ratio':>10} "
-          f"{'CPU ratio':>9} {'own code':>8} {'memory ratio':>12}  load (1/5/15 min)")  # fmt: skip
+    print(
+        f"{'setting':14} {'method':34} {'GRPO step (s)':>13} {'method (s)':>10} {'time ratio':>10} "
+        f"{'CPU ratio':>9} {'own code':>8} {'memory ratio':>12}  load (1/5/15 min)"
+    )
     for r in rows:
-        print(f"{r['setting']:14} {r['method']:34} {r['grpo_step_s']:13.4f} {r['method_step_s']:10.4f} "
-              f"{r['step_time_ratio']:10.3f} {r['cpu_time_ratio']:9.3f} {r['own_code_share']:8.3f} "
-              f"{r['peak_memory_ratio']:12.3f}  "
-              f"{r['load_average']}")  # fmt: skip
+        print(
+            f"{r['setting']:14} {r['method']:34} {r['grpo_step_s']:13.4f} {r['method_step_s']:10.4f} "
+            f"{r['step_time_ratio']:10.3f} {r['cpu_time_ratio']:9.3f} {r['own_code_share']:8.3f} "
+            f"{r['peak_memory_ratio']:12.3f}  "
+            f"{r['load_average']}"
+        )
 
 
 def main() -> None:
@@ -268,11 +281,11 @@ def main() -> None:
             records = Path(tmp) / f"{setting}.json"
             launcher = [sys.executable]
             if setting in PROCESSES:  # PITFALLS: --multi_gpu with use_cpu, or accelerate silently runs one process
-                launcher += ["-m", "accelerate.commands.launch", "--config_file",
-                             str(ROOT / "recipes/accelerate_configs/ddp_cpu.yaml"), "--multi_gpu", "--num_processes",
-                             str(PROCESSES[setting]), "--main_process_port", "29541"]  # fmt: skip
-            child = [*launcher, __file__, "--setting", setting, "--records", str(records), "--command", command,
-                     *sys.argv[1:]]  # fmt: skip
+                ddp = ["--config_file", str(ROOT / "recipes/accelerate_configs/ddp_cpu.yaml"), "--multi_gpu"]
+                ports = ["--num_processes", str(PROCESSES[setting]), "--main_process_port", "29541"]
+                launcher += ["-m", "accelerate.commands.launch", *ddp, *ports]
+            ours = ["--setting", setting, "--records", str(records), "--command", command]
+            child = [*launcher, __file__, *ours, *sys.argv[1:]]
             start = time.perf_counter()
             if subprocess.run(child, env=env).returncode != 0:  # its log goes to this process's stderr
                 raise SystemExit(f"error: setting {setting} failed (its log is above)")

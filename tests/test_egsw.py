@@ -245,8 +245,11 @@ def test_sequence_equals_plain_softmax(batch):
 
 
 def test_token_entropy_matches_the_definition_in_chunks_and_with_masked_logits():
-    """H(softmax(z / T)) = -sum p log p per row, whatever the chunk size; -inf logits (p = 0) contribute 0."""
-    from open_r1_egsw.methods.egsw import token_entropy
+    """H(softmax(z / T)) = -sum p log p per row, whatever the chunk size; -inf logits (p = 0) contribute 0: the
+    test-only reference implementation and the one the trainer uses (`next_token_moments`)."""
+    from helpers.reference_stats import token_entropy
+
+    from open_r1_egsw.methods.dynamics import next_token_moments
 
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 11) * 3
@@ -258,6 +261,9 @@ def test_token_entropy_matches_the_definition_in_chunks_and_with_masked_logits()
             got = token_entropy(logits, temperature, chunk_size=chunk_size)
             assert got.shape == (3, 5) and got.dtype == torch.float32
             torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+            product = next_token_moments(logits, temperature, chunk_size=chunk_size)["entropy"]
+            assert product.shape == (3, 5) and product.dtype == torch.float32
+            torch.testing.assert_close(product.double(), expected, atol=1e-5, rtol=1e-5)
     assert token_entropy(torch.zeros(2, 7)).sub(math.log(7)).abs().max() < 1e-6  # uniform: log V
     with pytest.raises(ValueError, match="temperature"):
         token_entropy(logits, 0.0)

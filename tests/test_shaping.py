@@ -8,14 +8,16 @@ from pathlib import Path
 
 import torch
 
+from open_r1_egsw.methods.clipping import clip_b_mask, clip_v_mask
+from open_r1_egsw.methods.dynamics import masked_mean, predicted_entropy_change
 from open_r1_egsw.methods.egsw import compute_egsw_weights, normalize_entropy
-from open_r1_egsw.methods.entropy_dynamics import clip_b_mask, clip_v_mask
 from open_r1_egsw.methods.shaping import (
     STATISTICS,
     ShapingSettings,
     loss_token_scale,
     needed_statistics,
     pack_rows,
+    predicted_step_entropy_change,
     shape_advantages,
     unpack_rows,
 )
@@ -74,3 +76,23 @@ def test_loss_token_scale_of_each_loss_type():
     assert torch.equal(loss_token_scale("grpo", mask, 5), torch.tensor([[1 / 6], [1 / 2]]))
     assert loss_token_scale("dapo", mask, 5) == loss_token_scale("bnpo", mask, 5) == 0.25
     assert loss_token_scale("dr_grpo", mask, 5) == 0.1
+
+
+def test_predicted_step_entropy_change_uses_the_weighted_advantages_and_the_kept_tokens():
+    gen = torch.Generator().manual_seed(2)
+    n, t, groups = 8, 5, 4
+    advantages = torch.randn(n, generator=gen)
+    mask = (torch.arange(t) < torch.randint(1, t + 1, (n, 1), generator=gen)).long()
+    stats = {key: torch.randn(n, t, generator=gen) for key in ("entropy", "logp", "S_baseline")}
+    stats["S"] = torch.randn(n, t, generator=gen) ** 3
+    egsw = {"use_egsw": True, "alpha": 0.5, "vocab_size": 50}
+    settings = ShapingSettings(num_generations=groups, **egsw, entropy_clip="clip_b", clip_mu=0.5)
+    shaped = shape_advantages(advantages, mask, stats, settings)
+    assert shaped.keep is not None and not torch.equal(shaped.keep, mask.bool())  # a token is dropped
+    kept = mask * shaped.keep
+    for loss_type in ("grpo", "dapo", "dr_grpo"):
+        scale = loss_token_scale(loss_type, kept, 5)
+        effective = advantages.unsqueeze(1) * shaped.weights
+        change = predicted_entropy_change(stats["S"], stats["S_baseline"], effective, kept, lr=0.1, token_scale=scale)
+        expected = masked_mean(change, mask).item()
+        assert predicted_step_entropy_change(advantages, mask, stats, shaped, 0.1, loss_type, 5) == expected

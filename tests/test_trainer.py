@@ -10,8 +10,9 @@ import torch
 import trl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from open_r1_egsw.methods.clipping import clip_b_mask, clip_v_mask
+from open_r1_egsw.methods.dynamics import token_statistics
 from open_r1_egsw.methods.egsw import compute_egsw_weights, normalize_entropy
-from open_r1_egsw.methods.entropy_dynamics import clip_b_mask, clip_v_mask, token_statistics
 from open_r1_egsw.methods.shaping import needed_statistics
 from open_r1_egsw.training.configs import EGSWConfig
 from open_r1_egsw.training.data import load_dataset_any, to_prompt_dataset

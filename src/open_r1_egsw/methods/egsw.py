@@ -1,27 +1,7 @@
-"""Entropy-Guided Sequence Weighting (EGSW), arXiv 2503.22456: the weights, as pure tensor functions.
+"""Entropy-Guided Sequence Weighting (EGSW, arXiv 2503.22456): the weights of docs/METHOD.md section 1.
 
-This module imports no trainer. `EGSWTrainer` (trainer.py) gathers a generation batch, calls
-`compute_egsw_weights` on it and multiplies the advantages by the result.
-
-Departures from GRPO as implemented in TRL 1.16 (numbered, so the code and the docs can point at them):
-
-1. The per-token advantage becomes w_{i,t} * A_i, with w >= 0 and detached. Because w >= 0, multiplying the
-   advantage is the same as multiplying the per-token clipped surrogate -min(r A, clip(r) A): the weights rescale
-   the policy-gradient term only; the KL term (beta > 0) is left as TRL computes it.
-2. Token granularity (the paper's "step-wise" weights): at step t, a temperature-scaled softmax of
-   A_{i,t} + alpha * H_{i,t} over the completions of the group that still have a token at t. Padding never takes
-   part; a step with a single completion left gets weight 1 (times the scale).
-3. Sequence granularity (the paper's "trajectory-wise" weights): one weight per completion, the softmax over the
-   group of A_i + alpha * mean_t H_{i,t}, broadcast over the completion's tokens.
-4. Scale (`weight_scale`): "group_size" multiplies each softmax by the number of completions that take part in it,
-   so uniform weights are exactly 1 and reproduce GRPO; "none" keeps the paper-literal sum-to-one weights, which
-   shrink the gradient by about the group size G.
-5. H is the entropy of the sampling policy (no grad), optionally divided by log |V| ("log_vocab") so that alpha
-   means the same whatever the vocabulary.
-
-Numerics: every softmax is taken as exp(z - max z) / sum exp(z - max z) over the members present (the logsumexp
-shift), never exp() of raw values, so |A| up to 1e4 and tiny temperatures neither overflow nor give NaN. Equal
-logits give weights of exactly scale/count (the shifted exponentials are exactly 1).
+Per group, a temperature-P softmax of A + alpha * H over the completions present, per step ("token") or per
+completion ("sequence", registered in `GRANULARITY_REGISTRY`), in shifted (logsumexp) form; detached, 0 at padding.
 """
 
 from __future__ import annotations
@@ -56,23 +36,6 @@ def get_granularity_fn(name: str) -> Callable[..., torch.Tensor]:
     if name not in GRANULARITY_REGISTRY:
         raise ValueError(f"Unknown EGSW granularity {name!r}. Known: {', '.join(sorted(GRANULARITY_REGISTRY))}.")
     return GRANULARITY_REGISTRY[name]
-
-
-@torch.no_grad()
-def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_size: int = 1024) -> torch.Tensor:
-    """Entropy in nats of softmax(logits / temperature) over the last dimension: `(..., V)` -> `(...)`, float32.
-
-    Rows are processed `chunk_size` at a time, so at most one `(chunk_size, V)` float32 copy exists at once (never a
-    full `(B, T, V)` one). The trainer calls it on each decoding step's logits during generation (`(B, V)`).
-    """
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
-    flat = logits.detach().reshape(-1, logits.shape[-1])
-    out = torch.empty(flat.shape[0], dtype=torch.promote_types(logits.dtype, torch.float32), device=logits.device)
-    for start in range(0, flat.shape[0], chunk_size):
-        logp = torch.log_softmax(flat[start : start + chunk_size].to(out.dtype) / temperature, dim=-1)
-        out[start : start + chunk_size] = -torch.where(logp > -math.inf, logp.exp() * logp, 0.0).sum(-1)
-    return out.reshape(logits.shape[:-1])
 
 
 def normalize_entropy(entropies: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -140,24 +103,11 @@ def compute_egsw_weights(
     granularity: str = "token",
     weight_scale: str = "group_size",
 ) -> torch.Tensor:
-    """EGSW weights w_{i,t} = exp((A_{i,t} + alpha H_{i,t}) / P) / sum_{j in group, t < |o_j|} exp(...) (Sec. 3).
+    """(N, T) weights w_{i,t} = exp((A_{i,t} + alpha H_{i,t}) / P) / sum over the group's present completions.
 
-    Args:
-        advantages: (N,) per completion, or (N, T) per token (then A_{i,t} is used as is for "token").
-        entropies: (N, T) token entropies of the sampling policy (already normalised if wanted); values at
-            padding positions are ignored.
-        mask: (N, T) 1 for completion tokens, 0 for padding.
-        num_generations: G. Rows are ordered so that each consecutive block of G rows is one group (TRL's
-            gathered generation-batch order). N must be a multiple of G.
-        alpha: entropy coefficient, >= 0.
-        temperature: P > 0. P -> infinity gives uniform weights; P -> 0 puts all weight on the argmax.
-        granularity: "token" (softmax over the completions present at each step) or "sequence" (one weight per
-            completion from A_i and its mean entropy, broadcast over its tokens).
-        weight_scale: "group_size" (multiply by the number of completions in each softmax, so uniform weights
-            are 1 and reproduce GRPO) or "none" (paper-literal: weights sum to 1).
-
-    Returns:
-        (N, T) float32 weights, detached, 0 where `mask` is 0.
+    `advantages` (N,) or (N, T); `entropies` and `mask` (N, T); each consecutive block of `num_generations` rows is
+    one group (TRL's order). "group_size" scales each softmax by its member count (uniform weights = 1), "none" keeps
+    sums of 1. float32, detached, 0 where `mask` is 0.
     """
     if entropies.dim() != 2 or mask.shape != entropies.shape:
         raise ValueError(

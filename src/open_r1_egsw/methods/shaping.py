@@ -1,8 +1,7 @@
-"""Advantage shaping of one whole generation batch: EGSW weights, clip keep-masks and their metrics. Pure torch.
+"""Advantage shaping of one whole generation batch: EGSW weights, a clipping rule's keep-mask, their metrics.
 
-`EGSWTrainer` gathers the batch of every process, calls `shape_advantages` once, and slices its own rows back
-(docs/METHOD.md, "Where it runs"). The weights multiply the advantages; the keep-mask removes dropped tokens from the
-loss (the trainer's loss mask), as the authors' released Clip_B / Clip_V code edits the response mask.
+The trainer gathers the batch of every process, calls `shape_advantages` once and keeps its own rows: the weights
+multiply the advantages, the keep-mask is ANDed into the loss mask. Pure torch.
 """
 
 from __future__ import annotations
@@ -11,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
+from open_r1_egsw.methods.clipping import clip_fraction, get_clip_fn
+from open_r1_egsw.methods.dynamics import masked_mean, predicted_entropy_change
 from open_r1_egsw.methods.egsw import compute_egsw_weights, egsw_weight_stats, normalize_entropy
-from open_r1_egsw.methods.entropy_dynamics import clip_b_mask, clip_fraction, clip_v_mask, masked_mean
 
 # The token statistics, in the one order every process packs and unpacks them (never a set's iteration order).
 STATISTICS = ("entropy", "logp", "S", "S_baseline")
@@ -23,10 +23,10 @@ def needed_statistics(use_egsw: bool, entropy_clip: str, log_entropy_dynamics: b
     need = set()
     if use_egsw:
         need.add("entropy")
-    if entropy_clip == "clip_b":
-        need |= {"entropy", "logp", "S"}
-    if entropy_clip == "clip_v" or log_entropy_dynamics:
-        need |= {"entropy", "logp", "S", "S_baseline"}
+    if entropy_clip != "none":
+        need.update(get_clip_fn(entropy_clip).needs)
+    if log_entropy_dynamics:
+        need.update(STATISTICS)
     return tuple(key for key in STATISTICS if key in need)
 
 
@@ -56,18 +56,19 @@ class Shaped:
     metrics: dict[str, float]
 
 
+# The metric each `AdaptiveEGSWController` target reads.
+CONTROLLER_METRICS = {"entropy": "egsw/entropy_mean", "ess": "egsw/ess"}
+
+
 def shape_advantages(
     advantages: torch.Tensor, mask: torch.Tensor, stats: dict[str, torch.Tensor], settings: ShapingSettings
 ) -> Shaped:
     """Weights and keep-mask of a whole generation batch: `advantages` (N,), `mask` (N, T), `stats` (N, T) each."""
     metrics: dict[str, float] = {}
     keep = None
-    if settings.entropy_clip == "clip_b":
-        keep = clip_b_mask(stats["S"], advantages, mask, mu=settings.clip_mu)
-    elif settings.entropy_clip == "clip_v":
-        keep = clip_v_mask(stats["S"], stats["S_baseline"], advantages, mask, mu=settings.clip_mu,
-                           max_frac=settings.clip_max_frac)  # fmt: skip
-    if keep is not None:
+    if settings.entropy_clip != "none":
+        clip = get_clip_fn(settings.entropy_clip)
+        keep = clip(stats, advantages, mask, mu=settings.clip_mu, max_frac=settings.clip_max_frac)
         metrics["entropy_dynamics/clip_frac"] = clip_fraction(keep, mask)
         metrics["entropy_dynamics/clip_count"] = float(((mask != 0) & ~keep).sum())
     weights = None
@@ -76,9 +77,15 @@ def shape_advantages(
         if settings.entropy_normalization == "log_vocab":
             entropies = normalize_entropy(entropies, settings.vocab_size)
         weights = compute_egsw_weights(
-            advantages, entropies, mask, settings.num_generations, alpha=settings.alpha,
-            temperature=settings.temperature, granularity=settings.granularity, weight_scale=settings.weight_scale,
-        )  # fmt: skip
+            advantages,
+            entropies,
+            mask,
+            settings.num_generations,
+            alpha=settings.alpha,
+            temperature=settings.temperature,
+            granularity=settings.granularity,
+            weight_scale=settings.weight_scale,
+        )
         weight_stats = egsw_weight_stats(weights, mask, settings.num_generations)
         metrics.update({f"egsw/{key}": value for key, value in weight_stats.items()})
         metrics["egsw/entropy_mean"] = masked_mean(entropies, mask).item()
@@ -104,6 +111,26 @@ def loss_token_scale(loss_type: str, mask: torch.Tensor, max_completion_length: 
     if loss_type == "dr_grpo":
         return 1.0 / (n * max_completion_length)
     return 1.0 / mask.sum().clamp(min=1).item()
+
+
+def predicted_step_entropy_change(
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    stats: dict[str, torch.Tensor],
+    shaped: Shaped,
+    lr: float,
+    loss_type: str,
+    max_completion_length: int,
+) -> float:
+    """Mean over `mask` of the predicted dH of one step on the shaped batch (the logged `predicted_dH`).
+
+    The advantages are A_i * w_{i,t}, the tokens those `shaped.keep` keeps, the token scale the loss type's over them.
+    """
+    kept = mask if shaped.keep is None else mask * shaped.keep
+    effective = advantages if shaped.weights is None else advantages.unsqueeze(1) * shaped.weights
+    scale = loss_token_scale(loss_type, kept, max_completion_length)
+    change = predicted_entropy_change(stats["S"], stats["S_baseline"], effective, kept, lr=lr, token_scale=scale)
+    return masked_mean(change, mask).item()
 
 
 def pack_rows(per_row: torch.Tensor, per_token: list[torch.Tensor]) -> torch.Tensor:

@@ -1,27 +1,9 @@
-"""Where the sampling policy's token statistics come from, without paying a forward pass where one already runs.
+"""The sampling policy's token statistics (H, log p_k, S, E_p[S]) from passes that already run, under no grad.
 
-EGSW needs the entropy H of every completion token; Clip_B also log p_k of the sampled token (hence
-S_k = p_k (H + log p_k)); Clip_V and `log_entropy_dynamics` also the baseline E_p[S] = H sum p^2 + sum p^2 log p.
-All are taken from p = softmax(logits / T), the unfiltered temperature-scaled distribution TRL scores, under no grad.
-`select_source` picks the first of three sources that applies:
-
-1. "trl-forward": TRL's own no-grad "old logps" policy forward, where TRL runs one (vLLM importance-sampling
-   correction, generation misaligned with optimisation). It returns log p_k and H from TRL's fused LM head.
-   E_p[S] needs sum p^2 log p, which that head does not accumulate (its online sums are sum e^z, sum z e^z and
-   sum e^2z); `FusedHeadCapture` asks the same head call for `log_sum_sq_probs` (a documented output of TRL's
-   kernel) and runs the kernel once more on the hidden states it already holds at temperature T / 2, whose entropy
-   gives sum p^2 log p (`sum_p2logp_from_half_temperature`). That is one more LM-head projection, in TRL's own
-   bounded tiles, and no backbone pass; it runs only when E_p[S] is needed.
-2. "generation": the logits `model.generate` computes while sampling (TRL's transformers generation path).
-   `GenerationRecorder`, a forward hook on the causal LM, reduces each decoding step's (B, V) logits to H, sum p^2
-   and sum p^2 log p at once, and keeps that one step's logits until the sampled token is known (the next step's
-   input ids; the returned completion ids for the last step) to read log p_k. No forward pass at all.
-3. "extra-forward": otherwise (vLLM without IS correction, transformers continuous batching, tools, a custom
-   rollout) one extra no-grad policy forward, TRL's own `_get_per_token_logps_and_entropies` under the same
-   `FusedHeadCapture`. `make bench` measures what it costs.
-
-Nothing here holds a (B, T, V) tensor: generation keeps one step's (B, V) logits, the fused head works in TRL's
-tiles, and `next_token_moments` goes `chunk_size` rows at a time.
+`select_source` picks the first that applies (docs/METHOD.md, "Where the statistics come from"): "trl-forward",
+TRL's own old-logps policy forward (`FusedHeadCapture`); "generation", the logits `model.generate` computes while
+sampling (`GenerationRecorder`); otherwise "extra-forward", one more no-grad forward under `FusedHeadCapture`.
+Nothing holds a (B, T, V) tensor.
 """
 
 from __future__ import annotations
@@ -29,7 +11,7 @@ from __future__ import annotations
 import torch
 import trl.trainer.utils as trl_utils
 
-from open_r1_egsw.methods.entropy_dynamics import (
+from open_r1_egsw.methods.dynamics import (
     baseline_from_moments,
     discriminator_from_logps,
     next_token_moments,
@@ -40,7 +22,7 @@ SOURCES = ("trl-forward", "generation", "extra-forward")
 
 
 def select_source(trl_runs_policy_forward: bool, transformers_generation: bool) -> str:
-    """The first source that applies, in the order of the module docstring."""
+    """The first source that applies: "trl-forward", "generation" or "extra-forward"."""
     if trl_runs_policy_forward:
         return "trl-forward"
     if transformers_generation:
@@ -56,13 +38,9 @@ def complete(stats: dict[str, torch.Tensor], need: tuple[str, ...]) -> dict[str,
 
 
 class GenerationRecorder:
-    """Source "generation": statistics from the logits of each decoding step of `model.generate`.
-
-    Use `register(causal_lm)` for the duration of the generation call, then `result(completion_ids)`. Each forward of
-    `generate` yields the next-token logits of every row (prefill: its last position); the hook turns them into
-    `next_token_moments` at once. log p_k needs the token sampled from those logits, which is the input of the next
-    forward (finished rows are fed padding there, at positions the completion mask drops) or, for the last step, the
-    returned completion ids. Holds at most one step's (B, V) logits.
+    """Source "generation": a forward hook on the causal LM turns each decoding step's (B, V) logits into
+    `next_token_moments`, and reads log p_k once the sampled token is known (the next step's input, or the returned
+    completion ids for the last step). Use `register(causal_lm)` around the generation call, then `result`.
     """
 
     def __init__(self, temperature: float, need: tuple[str, ...]):
@@ -106,14 +84,11 @@ class GenerationRecorder:
 
 
 class FusedHeadCapture:
-    """Sources "trl-forward" and "extra-forward": E_p[S] from the hidden states TRL's fused LM head already holds.
+    """Sources "trl-forward" and "extra-forward": E_p[S] from the hidden states TRL's fused LM head holds.
 
-    A context manager around one call of TRL's `_get_per_token_logps_and_entropies` (no grad). While active, TRL's
-    `ChunkedLogProbFunction` (the fused head's kernel, looked up in `trl.trainer.utils` at call time) is replaced by
-    this object's `apply`, which calls the original with `log_sum_sq_probs` added to the requested outputs and,
-    under no grad, once more at temperature T / 2 for the entropy of q = softmax(2 z). A forward hook on the causal
-    LM then reads the output TRL scattered back to (b, L - 1) and turns both into E_p[S]. What TRL returns to its
-    caller is unchanged. Without `need_baseline` nothing is patched: log p_k and H are TRL's own return values.
+    Around one call of TRL's `_get_per_token_logps_and_entropies`, TRL's `_ChunkedLogProbFunction` is replaced by
+    `apply`, which also asks for `log_sum_sq_probs` and runs the kernel once more at temperature T / 2; a forward
+    hook turns both into E_p[S]. What TRL returns is unchanged; without `need_baseline` nothing is patched.
     """
 
     def __init__(self, causal_lm: torch.nn.Module, need_baseline: bool):
@@ -134,11 +109,22 @@ class FusedHeadCapture:
             trl_utils._ChunkedLogProbFunction = self._original
             self._handle.remove()
 
-    def apply(self, hidden, weight, bias, targets, temperature, chunk_size, softcap=None, logit_scale=1.0,
-              outputs=("log_probs",)):  # fmt: skip
+    def apply(
+        self,
+        hidden,
+        weight,
+        bias,
+        targets,
+        temperature,
+        chunk_size,
+        softcap=None,
+        logit_scale=1.0,
+        outputs=("log_probs",),
+    ):
         extended = tuple(dict.fromkeys((*outputs, "entropy", "log_sum_sq_probs")))
-        result = self._original.apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale,
-                                      extended)  # fmt: skip
+        result = self._original.apply(
+            hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale, extended
+        )
         with torch.no_grad():
             half = self._original.apply(
                 hidden.detach(),
@@ -151,7 +137,7 @@ class FusedHeadCapture:
                 logit_scale,
                 ("entropy",),
             )
-        self._half_entropy = half[1]  # fmt: skip
+        self._half_entropy = half[1]
         return result
 
     def _hook(self, module, args, output) -> None:

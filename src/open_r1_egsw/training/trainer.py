@@ -1,23 +1,8 @@
-"""`EGSWTrainer`: TRL's GRPOTrainer with EGSW weights and entropy-discriminator clipping on the advantages.
+"""`EGSWTrainer`: TRL's GRPOTrainer with the advantage shaping of `methods/` (EGSW weights, entropy clipping).
 
-The only method whose behaviour changes is `_generate_and_score_completions`: after TRL has generated, scored and
-normalised a generation batch, the trainer
-
-1. takes the token statistics of the sampling policy under no grad (H; log p_k and S for clip_b; E_p[S] too for
-   clip_v and `log_entropy_dynamics`) from the first source that applies (token_stats.py says which and how):
-   TRL's own policy forward when TRL runs one (vLLM importance-sampling correction, or generation misaligned with
-   optimisation); the logits `model.generate` computes while sampling (TRL's transformers generation path: a
-   forward hook, no pass of its own); otherwise one extra no-grad forward (vLLM without IS correction; measured by
-   `make bench`);
-2. gathers advantages, masks and statistics of every process in one packed collective (a group can span
-   processes), computes the weights and keep-masks once for the whole generation batch (shaping.py), and slices its
-   rows back;
-3. replaces `advantages` (B,) by per-token advantages (B, T) = A_i * w_{i,t}, which TRL's `_compute_loss` accepts
-   for subclasses, and puts the keep-mask into the loss mask TRL reads (`tool_mask`), so a dropped token leaves the
-   loss, its normalisation and the KL term. TRL then splits the batch into micro-batches as usual.
-
-With `use_egsw: false`, `entropy_clip: none` and `log_entropy_dynamics: false` the trainer is TRL's, unchanged.
-Checked against TRL 1.16.0 (pinned in setup.py); tests/test_trainer.py has one test per TRL hook relied on.
+After TRL has generated, scored and normalised a generation batch, the trainer takes the sampling policy's token
+statistics (token_stats.py), gathers the batch of every process, calls `shape_advantages` once, and keeps its own rows:
+per-token advantages A_i * w_{i,t}, and the keep-mask in TRL's `tool_mask`. With every method off it is TRL's trainer.
 """
 
 from __future__ import annotations
@@ -31,12 +16,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from open_r1_egsw.methods.entropy_dynamics import AdaptiveEGSWController, masked_mean, predicted_entropy_change
+from open_r1_egsw.methods.controller import AdaptiveEGSWController
+from open_r1_egsw.methods.dynamics import masked_mean
 from open_r1_egsw.methods.shaping import (
+    CONTROLLER_METRICS,
     ShapingSettings,
-    loss_token_scale,
     needed_statistics,
     pack_rows,
+    predicted_step_entropy_change,
     shape_advantages,
     unpack_rows,
 )
@@ -49,12 +36,10 @@ CONTROLLER_STATE_FILE = "egsw_controller_state.json"
 
 
 class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
-    """GRPO + Entropy-Guided Sequence Weighting (arXiv 2503.22456) + entropy-discriminator clipping (2602.03392).
+    """GRPO with EGSW (arXiv 2503.22456) and entropy-discriminator clipping (arXiv 2602.03392); `args` an EGSWConfig.
 
-    Takes an [`EGSWConfig`] as `args`; everything else is [`trl.GRPOTrainer`]'s. The only change w.r.t.
-    `GRPOTrainer` is `_generate_and_score_completions` (see the module docstring); TRL's policy forward and its
-    generation call are wrapped only to keep the entropies they already compute (nothing they return changes), and
-    the controller state rides along with checkpoints.
+    TRL's policy forward and generation call are wrapped only to keep the statistics they compute; the controller
+    state is saved with checkpoints.
     """
 
     _tag_names = ["trl", "grpo", "egsw"]
@@ -95,21 +80,15 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
         return needed_statistics(self.args.use_egsw, self.args.entropy_clip, self.args.log_entropy_dynamics)
 
     def _trl_runs_policy_forward(self) -> bool:
-        """Whether TRL 1.16's `_generate_and_score_completions` runs its no-grad "old logps" policy forward.
-
-        Mirrors the condition in TRL; `test_trl_policy_forward_is_captured` fails if TRL changes it.
-        """
+        """Whether TRL 1.16's `_generate_and_score_completions` runs its no-grad "old logps" policy forward."""
         generate_every = self.args.steps_per_generation * self.num_iterations
         return self.args.gradient_accumulation_steps % generate_every != 0 or (
             self.use_vllm and self.vllm_importance_sampling_correction
         )
 
     def _stats_source(self) -> str:
-        """token_stats.py's source for this configuration: "trl-forward", "generation" or "extra-forward".
-
-        "generation" is TRL's plain transformers generation path: no vLLM, no continuous batching, no tools, no
-        custom rollout.
-        """
+        """token_stats.py's source: "generation" on TRL's plain transformers generation path (no vLLM, continuous
+        batching, tools or custom rollout), unless TRL runs its own policy forward."""
         transformers_generation = not (
             self.use_vllm or self.use_transformers_continuous_batching or self.tools or self.rollout_func is not None
         )
@@ -156,9 +135,13 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
             FusedHeadCapture(self._causal_lm(), "S_baseline" in need) as capture,
         ):
             logps, entropies, _ = super()._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, batch["completion_ids"].size(1), batch_size=batch_size,
+                self.model,
+                input_ids,
+                attention_mask,
+                batch["completion_ids"].size(1),
+                batch_size=batch_size,
                 compute_entropy=True,
-            )  # fmt: skip
+            )
         stats = {"logp": logps, "entropy": entropies}
         if capture.need_baseline:
             stats["S_baseline"] = capture.baseline(logps.size(1))
@@ -179,11 +162,8 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
     # ----------------------------------------------------------------------------------------------------------
 
     def _gather_rows(self, per_row: torch.Tensor, per_token: list[torch.Tensor]):
-        """(B,) and (B, T) tensors of every process in rank order (TRL's order), dim 1 padded to the longest.
-
-        One packed tensor, so two collectives in all (accelerate's pad exchanges the widths, then one gather), in the
-        same order on every rank whatever the statistics are: the order is the caller's list, never a set's.
-        """
+        """(B,) and (B, T) tensors of every process in rank order, dim 1 padded to the longest: one packed gather,
+        in the order of the caller's list on every rank."""
         packed = self.accelerator.pad_across_processes(pack_rows(per_row, per_token), dim=2, pad_index=0)
         return unpack_rows(self.accelerator.gather(packed), per_row.dtype, [t.dtype for t in per_token])
 
@@ -191,12 +171,17 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
         args = self.args
         return ShapingSettings(
             num_generations=self.num_generations if mode == "train" else self.num_generations_eval,
-            use_egsw=args.use_egsw, alpha=self.egsw_alpha, temperature=self.egsw_temperature,
-            granularity=args.egsw_granularity, weight_scale=args.egsw_weight_scale,
+            use_egsw=args.use_egsw,
+            alpha=self.egsw_alpha,
+            temperature=self.egsw_temperature,
+            granularity=args.egsw_granularity,
+            weight_scale=args.egsw_weight_scale,
             entropy_normalization=args.egsw_entropy_normalization,
-            vocab_size=self.model.config.get_text_config().vocab_size, entropy_clip=args.entropy_clip,
-            clip_mu=args.resolved_entropy_clip_mu, clip_max_frac=args.entropy_clip_max_frac,
-        )  # fmt: skip
+            vocab_size=self.model.config.get_text_config().vocab_size,
+            entropy_clip=args.entropy_clip,
+            clip_mu=args.resolved_entropy_clip_mu,
+            clip_max_frac=args.entropy_clip_max_frac,
+        )
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # a reward that fails on one rank must not leave the others waiting in TRL's gather (reward_failures.py)
@@ -240,29 +225,23 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
         if shaped.weights is not None:  # (B, T) advantages A_i * w_{i,t}, which TRL's _compute_loss accepts
             weights = shaped.weights[rows, :local_len].to(batch["advantages"].dtype)
             batch["advantages"] = batch["advantages"].unsqueeze(1) * weights
-        kept_mask = full_mask
         if shaped.keep is not None:
-            # A dropped token leaves the loss, as the authors' edit of the response mask does: out of every loss
-            # type's normalisation, the KL term and the entropy bonus. TRL's loss reads completion_mask * tool_mask
-            # (tool_mask: the tokens the loss trains on) and not tool_mask in attention, so the keep-mask goes
-            # there; the token count of the "dapo" normaliser is recounted over the whole batch.
+            # a dropped token leaves the loss (TRL reads completion_mask * tool_mask), its normalisation and the KL
+            # term; the "dapo" normaliser is recounted over the whole batch
             keep = shaped.keep[rows, :local_len].to(batch["completion_mask"].dtype)
             batch["tool_mask"] = keep if "tool_mask" not in batch else batch["tool_mask"] * keep
-            kept_mask = full_mask * shaped.keep
-            batch["num_items_in_batch"] = kept_mask.sum().to(batch["num_items_in_batch"])
+            batch["num_items_in_batch"] = (full_mask * shaped.keep).sum().to(batch["num_items_in_batch"])
 
         if self.args.log_entropy_dynamics and mode == "train":
-            effective = advantages if shaped.weights is None else advantages.unsqueeze(1) * shaped.weights
-            predicted = predicted_entropy_change(
-                full_stats["S"], full_stats["S_baseline"], effective, kept_mask,
-                lr=self._get_learning_rate() if self.lr_scheduler is not None else self.args.learning_rate,
-                token_scale=self._loss_token_scale(kept_mask),
-            )  # fmt: skip
+            lr = self._get_learning_rate() if self.lr_scheduler is not None else self.args.learning_rate
+            predicted = predicted_step_entropy_change(
+                advantages, full_mask, full_stats, shaped, lr, self.loss_type, self.max_completion_length
+            )
             self._previous_batch = {
                 "batch": {k: batch[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")},
                 "entropy": full_stats["entropy"],
                 "mask": full_mask,
-                "predicted": masked_mean(predicted, full_mask).item(),  # the mean the measured change is taken over
+                "predicted": predicted,
             }
         return batch
 
@@ -270,16 +249,11 @@ class EGSWTrainer(PromptTruncationMixin, GRPOTrainer):
         """One step of the adaptive controller (training batches only), from this batch's measured entropy or ESS."""
         if self.egsw_controller is None or mode != "train":
             return
-        measured = metrics["egsw/entropy_mean"] if self.args.egsw_controller == "entropy" else metrics["egsw/ess"]
-        new_value = self.egsw_controller.update(measured)
+        new_value = self.egsw_controller.update(metrics[CONTROLLER_METRICS[self.args.egsw_controller]])
         if self.args.egsw_controller_param == "alpha":
             self.egsw_alpha = new_value
         else:
             self.egsw_temperature = new_value
-
-    def _loss_token_scale(self, full_mask: torch.Tensor) -> torch.Tensor | float:
-        """d(loss)/d(per-token surrogate) for the configured loss type (shaping.loss_token_scale)."""
-        return loss_token_scale(self.loss_type, full_mask, self.max_completion_length)
 
     @torch.no_grad()
     def _log_measured_entropy_change(self) -> None:
