@@ -5,7 +5,8 @@ import math
 import pytest
 from test_compare import fabricated, fake_run  # noqa: F401 (fixture)
 
-from open_r1_egsw import compare_report, compare_stats
+from open_r1_egsw.experiments.compare import report as compare_report
+from open_r1_egsw.experiments.compare import stats as compare_stats
 
 
 def test_t_critical_table_and_expansion():

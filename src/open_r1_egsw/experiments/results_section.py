@@ -17,7 +17,7 @@ from pathlib import Path
 from open_r1_egsw.experiments.compare.report import parse_setting
 from open_r1_egsw.experiments.compare.stats import STAT_METRICS, detectable_difference, paired_vs_baseline
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REPORTS = {
     "compare": "docs/results/compare/compare.json",  # 8 methods x 5 seeds, before issue 22's clip semantics
     "powered": "docs/results/powered/compare.json",  # grpo, egsw and its two ablations x 10 seeds

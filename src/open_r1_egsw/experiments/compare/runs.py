@@ -25,7 +25,7 @@ import yaml
 
 from open_r1_egsw.training.outputs import METRICS_FILE
 
-GRPO_SCRIPT = Path(__file__).with_name("grpo.py")
+GRPO_SCRIPT = Path(__file__).resolve().parents[2] / "grpo.py"
 RUN_RECORD = "compare_run.json"
 # Recipe keys allowed to differ between the methods; every other key must match for a like-for-like comparison.
 # top_entropy_quantile / entropy_coef are TRL's own entropy methods (GRPOConfig fields), compared as baselines.
@@ -95,7 +95,7 @@ def recipe_drift(recipes: dict[str, str]) -> list[str]:
 
 def _child_env(jobs: int) -> dict[str, str]:
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1])
+    src = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         env.setdefault(key, value)
