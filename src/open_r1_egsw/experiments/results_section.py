@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from open_r1_egsw.experiments.compare.report import parse_setting
+from open_r1_egsw.experiments.compare.report import ci_cell, digits, parse_setting
 from open_r1_egsw.experiments.compare.stats import STAT_METRICS, detectable_difference, paired_vs_baseline
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -38,20 +38,9 @@ CONTRASTS = [
 ]
 
 
-def _digits(key: str) -> int:
-    return 1 if key in ("mean_completion_length", "steps_to_threshold") else 3
-
-
 def interval(stat: dict, key: str, signed: bool = False) -> str:
-    """`mean [low, high]`, bold when a paired interval excludes 0; the mean alone without an interval."""
-    if stat.get("mean") is None:
-        return "n/a"
-    d = _digits(key)
-    mean = f"{stat['mean']:+.{d}f}" if signed else f"{stat['mean']:.{d}f}"
-    if stat.get("low") is None:
-        return f"{mean} (n={stat['n']})"
-    text = f"{mean} [{stat['low']:.{d}f}, {stat['high']:.{d}f}]"
-    return f"**{text}**" if stat.get("beyond_noise") else text
+    """compare.md's interval cell for metric `key`, without n (the tables give it once per row)."""
+    return ci_cell(stat, digits(key), signed=signed, show_n=False)
 
 
 def load(name: str, root: Path = ROOT) -> dict:

@@ -32,7 +32,8 @@ def _clip_cell(group: dict) -> str:
     return f"{_percent(group['clip_frac_mean'])} ({_fmt(group.get('clip_count_mean'), 2)}/step)"
 
 
-def _digits(key: str) -> int:
+def digits(key: str) -> int:
+    """Decimals of a metric's cells: 1 for lengths and steps, else 3."""
     return 1 if "length" in key or "steps" in key else 3
 
 
@@ -86,22 +87,25 @@ def sweep_table(result: dict) -> str:
         g, (alpha, temperature) = data["summary"], parse_setting(name)
         ci = g["ci"]
         lines.append(
-            f"| {alpha:g} | {temperature:g} | {g['runs_ok']}/{g['runs']} | {_ci_cell(ci['final_accuracy'])} | "
-            f"{_ci_cell(ci['reward_auc'])} | {_ci_cell(ci['final_entropy'])} | {_fmt(g['egsw/weight_min'])} | "
+            f"| {alpha:g} | {temperature:g} | {g['runs_ok']}/{g['runs']} | {ci_cell(ci['final_accuracy'])} | "
+            f"{ci_cell(ci['reward_auc'])} | {ci_cell(ci['final_entropy'])} | {_fmt(g['egsw/weight_min'])} | "
             f"{_fmt(g['egsw/weight_max'])} | {_fmt(g['egsw/weight_std'])} | {_fmt(g['egsw/ess'])} |"
         )
     return "\n".join(lines)
 
 
-def _ci_cell(ci: dict, digits: int = 3) -> str:
-    """`mean [low, high] (n)`, or the mean alone (n < 2), or n/a; bold when a paired interval excludes 0 (decided
-    on the unrounded bounds: `beyond_noise`)."""
-    if ci["mean"] is None:
+def ci_cell(ci: dict, digits: int = 3, signed: bool = False, show_n: bool = True) -> str:
+    """`mean [low, high] (n=N)`, bold when a paired interval excludes 0 (`beyond_noise`); the mean and n alone without
+    an interval; n/a without a mean. `signed` prints the mean's sign, `show_n=False` leaves n off an interval."""
+    if ci.get("mean") is None:
         return "n/a"
-    if ci["low"] is None:
-        return f"{ci['mean']:.{digits}f} (n={ci['n']})"
-    cell = f"{ci['mean']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
-    return f"**{cell}** (n={ci['n']})" if ci.get("beyond_noise") else f"{cell} (n={ci['n']})"
+    mean = f"{ci['mean']:+.{digits}f}" if signed else f"{ci['mean']:.{digits}f}"
+    if ci.get("low") is None:
+        return f"{mean} (n={ci['n']})"
+    cell = f"{mean} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+    if ci.get("beyond_noise"):
+        cell = f"**{cell}**"
+    return f"{cell} (n={ci['n']})" if show_n else cell
 
 
 def ci_table(result: dict) -> str:
@@ -111,7 +115,7 @@ def ci_table(result: dict) -> str:
         "|---" * (len(STAT_METRICS) + 1) + "|",
     ]
     for name, data in result["groups"].items():
-        cells = [_ci_cell(data["summary"]["ci"][key], _digits(key)) for key, _ in STAT_METRICS]
+        cells = [ci_cell(data["summary"]["ci"][key], digits(key)) for key, _ in STAT_METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -123,7 +127,7 @@ def paired_table(result: dict, baseline: str = BASELINE) -> str:
     header = "| method - " + baseline + " | " + " | ".join(label for _, label in STAT_METRICS) + " |"
     lines = [header, "|---" * (len(STAT_METRICS) + 1) + "|"]
     for name, metrics in result["paired"].items():
-        cells = [_ci_cell(metrics[key], _digits(key)) for key, _ in STAT_METRICS]
+        cells = [ci_cell(metrics[key], digits(key)) for key, _ in STAT_METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -138,12 +142,12 @@ def power_table(paired: dict, seeds: int, baseline: str = BASELINE) -> str:
     for name, metrics in paired.items():
         cells = []
         for key, _ in STAT_METRICS:
-            m, digits = metrics.get(key, {}), _digits(key) + (1 if _digits(key) == 3 else 0)
+            m, places = metrics.get(key, {}), digits(key) + (1 if digits(key) == 3 else 0)
             if m.get("std") is None:
                 cells.append("n/a")
             else:
                 found = detectable_difference(m["std"], seeds)
-                cells.append(f"{found:.{digits}f} (std {m['std']:.{digits}f}, n={m['n']})")
+                cells.append(f"{found:.{places}f} (std {m['std']:.{places}f}, n={m['n']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
