@@ -164,8 +164,13 @@ def failures_text(result: dict) -> str:
 
 def _json_ready(result: dict, config: dict) -> dict:
     groups = {name: {"summary": d["summary"], "runs": d["runs"]} for name, d in result["groups"].items()}
-    return {"config": config, "groups": groups, "paired": result.get("paired", {}), "failures": result["failures"],
-            "warnings": result.get("warnings", [])}  # fmt: skip
+    return {
+        "config": config,
+        "groups": groups,
+        "paired": result.get("paired", {}),
+        "failures": result["failures"],
+        "warnings": result.get("warnings", []),
+    }
 
 
 def write_curves(result: dict, out_dir: Path, window: int) -> list[Path]:
@@ -184,48 +189,60 @@ def write_curves(result: dict, out_dir: Path, window: int) -> list[Path]:
         paths.append(plot_curves(curves, out_dir / f"{stem}.png", full_title, ylabel, colors))
         panels.append((title, ylabel, curves))
     seeds = max((d["summary"]["runs_ok"] for d in result["groups"].values()), default=0)
-    suptitle = (f"mean over seeds (line), 95% t interval of the mean (band), up to {seeds} seeds; "
-                f"trailing mean over {window} steps")  # fmt: skip
+    suptitle = (
+        f"mean over seeds (line), 95% t interval of the mean (band), up to {seeds} seeds; "
+        f"trailing mean over {window} steps"
+    )
     paths.append(plot_curve_grid(panels, out_dir / "curves.png", suptitle, colors))
     return paths
 
 
 def config_block(config: dict) -> str:
     hashes = ", ".join(f"{Path(p).parent.name} `{h}`" for p, h in config["recipe_sha256"].items())
-    return "\n".join([
-        f"- command: `{config['command']}`",
-        f"- seeds: {' '.join(map(str, config['seeds']))}; overrides for every run: `{' '.join(config['overrides'])}`",
-        f"- recipes (sha256[:12]): {hashes}",
-        f"- machine: {config['machine']}; total wall time {config['wall_s'] / 60:.1f} min (jobs={config['jobs']})",
-    ] + ([f"- task: {config['task']}"] if config.get("task") else [])
-      + ([f"- versions: {', '.join(f'{k} {v}' for k, v in config['versions'].items())}"]
-         if config.get("versions") else []))  # fmt: skip
+    return "\n".join(
+        [
+            f"- command: `{config['command']}`",
+            f"- seeds: {' '.join(map(str, config['seeds']))}; "
+            f"overrides for every run: `{' '.join(config['overrides'])}`",
+            f"- recipes (sha256[:12]): {hashes}",
+            f"- machine: {config['machine']}; total wall time {config['wall_s'] / 60:.1f} min (jobs={config['jobs']})",
+        ]
+        + ([f"- task: {config['task']}"] if config.get("task") else [])
+        + (
+            [f"- versions: {', '.join(f'{k} {v}' for k, v in config['versions'].items())}"]
+            if config.get("versions")
+            else []
+        )
+    )
 
 
 def write_compare_report(result: dict, config: dict, out_dir: Path, window: int, threshold: float) -> Path:
     figures = write_curves(result, out_dir, window)
-    text = "\n\n".join([
-        f"# {' vs '.join(result['groups']) or 'Method comparison'} ({config.get('task', 'embedded task')})",
-        config_block(config),
-        compare_table(result, threshold),
-        "Per method, mean over seeds and its 95% t interval [low, high] (n = seeds):",
-        ci_table(result),
-        f"Paired by seed, method - {BASELINE} (mean difference and its 95% t interval; **bold**: the interval "
-        "excludes 0 on its unrounded bounds, a difference beyond seed noise at this number of seeds; steps to "
-        "threshold over the seeds where both runs reached it):",
-        paired_table(result),
-        f"Smallest true difference these {len(config['seeds'])} seeds detect 80% of the time (95% interval), from "
-        "the measured std of the per-seed differences (std and n in brackets):",
-        power_table(result.get("paired", {}), len(config["seeds"])),
-        f"Reward AUC: trapezoidal area under `{config['reward_key']}` against step divided by the span of steps "
-        "(the time-averaged training reward). Final entropy: trailing mean of TRL's `entropy` (nats) at the last "
-        "logged step. Steps to threshold: first logged step whose trailing mean of "
-        f"`{config['reward_key']}` over {window} logged steps is >= the threshold; the mean is over the seeds that "
-        "reached it. Tokens dropped: Clip_B / Clip_V's `entropy_dynamics/clip_frac` and `clip_count` (per generation "
-        "batch), averaged over the run. Final accuracy: greedy, held-out test split (accuracy.json). Mean completion length: mean of "
-        "`completions/mean_length` over the run.",
-        failures_text(result), "Figures: " + ", ".join(f"`{p.name}`" for p in figures),
-    ])  # fmt: skip
+    text = "\n\n".join(
+        [
+            f"# {' vs '.join(result['groups']) or 'Method comparison'} ({config.get('task', 'embedded task')})",
+            config_block(config),
+            compare_table(result, threshold),
+            "Per method, mean over seeds and its 95% t interval [low, high] (n = seeds):",
+            ci_table(result),
+            f"Paired by seed, method - {BASELINE} (mean difference and its 95% t interval; **bold**: the interval "
+            "excludes 0 on its unrounded bounds, a difference beyond seed noise at this number of seeds; steps to "
+            "threshold over the seeds where both runs reached it):",
+            paired_table(result),
+            f"Smallest true difference these {len(config['seeds'])} seeds detect 80% of the time (95% interval), from "
+            "the measured std of the per-seed differences (std and n in brackets):",
+            power_table(result.get("paired", {}), len(config["seeds"])),
+            f"Reward AUC: trapezoidal area under `{config['reward_key']}` against step divided by the span of steps "
+            "(the time-averaged training reward). Final entropy: trailing mean of TRL's `entropy` (nats) at the last "
+            "logged step. Steps to threshold: first logged step whose trailing mean of "
+            f"`{config['reward_key']}` over {window} logged steps is >= the threshold; the mean is over the seeds "
+            "that reached it. Tokens dropped: Clip_B / Clip_V's `entropy_dynamics/clip_frac` and `clip_count` (per "
+            "generation batch), averaged over the run. Final accuracy: greedy, held-out test split (accuracy.json). "
+            "Mean completion length: mean of `completions/mean_length` over the run.",
+            failures_text(result),
+            "Figures: " + ", ".join(f"`{p.name}`" for p in figures),
+        ]
+    )
     (out_dir / "compare.md").write_text(text + "\n")
     (out_dir / "compare.json").write_text(json.dumps(_json_ready(result, config), indent=2))
     return out_dir / "compare.md"
@@ -243,28 +260,35 @@ def parse_setting(label: str) -> tuple[float, float]:
 def write_sweep_report(result: dict, config: dict, out_dir: Path) -> Path:
     from open_r1_egsw.experiments.compare.plots import plot_heatmap
 
-    cells = {parse_setting(name): (d["summary"]["final_accuracy_mean"], d["summary"]["final_accuracy_std"])
-             for name, d in result["groups"].items()}  # fmt: skip
+    cells = {
+        parse_setting(name): (d["summary"]["final_accuracy_mean"], d["summary"]["final_accuracy_std"])
+        for name, d in result["groups"].items()
+    }
     alphas = sorted(set(config.get("alphas", [])) | {a for a, _ in cells})
     temperatures = sorted(set(config.get("temperatures", [])) | {p for _, p in cells})
     more = ", ".join(map(str, config.get("more_seeds", []))) or "none"
     title = "EGSW final greedy accuracy, mean ± std over the cell's seeds"
     heatmap = plot_heatmap(alphas, temperatures, cells, out_dir / "sweep_heatmap.png", title)
     best = config.get("best")
-    text = "\n\n".join([
-        f"# EGSW alpha x P sweep ({config.get('task', 'embedded task')})", config_block(config),
-        f"Stage 1: every cell of alpha in {config.get('alphas')} x P in {config.get('temperatures')} at seed(s) "
-        f"{', '.join(map(str, config.get('grid_seeds', config['seeds'])))}. Stage 2: seeds {more} at the best cell "
-        f"({setting_label(*best) if best else 'n/a'}: {config.get('best_reason', 'n/a')}) and at the paper's "
-        f"settings {', '.join(setting_label(*c) for c in config.get('paper_settings', []))}. The best cell is "
-        "picked on stage 1 alone, so its stage-1 number is optimistic (a maximum over cells); its stage-2 seeds "
-        "are not.",
-        sweep_table(result),
-        "Final greedy accuracy: held-out test split (accuracy.json). Reward AUC: time-averaged training accuracy "
-        "reward. Intervals: 95% t over the cell's seeds (none with one seed). Weight statistics: the per-step "
-        "`egsw/weight_min|max|std|ess` averaged over the logged steps of each run, then over seeds.",
-        failures_text(result), f"Figure: `{heatmap.name}`",
-    ])  # fmt: skip
+    text = "\n\n".join(
+        [
+            f"# EGSW alpha x P sweep ({config.get('task', 'embedded task')})",
+            config_block(config),
+            f"Stage 1: every cell of alpha in {config.get('alphas')} x P in {config.get('temperatures')} at seed(s) "
+            f"{', '.join(map(str, config.get('grid_seeds', config['seeds'])))}. Stage 2: seeds {more} at the best "
+            "cell "
+            f"({setting_label(*best) if best else 'n/a'}: {config.get('best_reason', 'n/a')}) and at the paper's "
+            f"settings {', '.join(setting_label(*c) for c in config.get('paper_settings', []))}. The best cell is "
+            "picked on stage 1 alone, so its stage-1 number is optimistic (a maximum over cells); its stage-2 seeds "
+            "are not.",
+            sweep_table(result),
+            "Final greedy accuracy: held-out test split (accuracy.json). Reward AUC: time-averaged training accuracy "
+            "reward. Intervals: 95% t over the cell's seeds (none with one seed). Weight statistics: the per-step "
+            "`egsw/weight_min|max|std|ess` averaged over the logged steps of each run, then over seeds.",
+            failures_text(result),
+            f"Figure: `{heatmap.name}`",
+        ]
+    )
     (out_dir / "sweep.md").write_text(text + "\n")
     (out_dir / "sweep.json").write_text(json.dumps(_json_ready(result, config), indent=2))
     return out_dir / "sweep.md"
