@@ -109,8 +109,8 @@ bench-scaling: $(STAMP)
 # compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4". (TASK is evaluation's benchmark list, as in
 # open-r1's `make evaluate TASK=...`; compare and sweep refuse it, so that TASK=tiny is never silently ignored.)
 EXP_TASK ?= demo
-TASK_BUILD_demo = demo_task
-TASK_BUILD_tiny = embedded
+TASK_BUILD_demo = experiments.demo_task
+TASK_BUILD_tiny = experiments.embedded
 # the module that builds and warm-starts EXP_TASK (expanded only when compare or sweep runs)
 TASK_BUILD = $(if $(filter command line,$(origin TASK)),$(error TASK names evaluation's benchmarks; \
 	compare and sweep take EXP_TASK=demo or EXP_TASK=tiny))$(or $(TASK_BUILD_$(EXP_TASK)),$(error EXP_TASK must be \

@@ -9,7 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from open_r1_egsw import compare, compare_report, compare_runs, compare_stats
+from open_r1_egsw.experiments.compare import cli as compare
+from open_r1_egsw.experiments.compare import report as compare_report
+from open_r1_egsw.experiments.compare import runs as compare_runs
+from open_r1_egsw.experiments.compare import stats as compare_stats
 from open_r1_egsw.training.outputs import MetricsJSONLCallback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,7 +265,7 @@ def test_crashed_run_keeps_finished_results(tiny_assets, tmp_path):
     assert "grpo seed 0: failed" in table and "egsw_controller needs use_egsw" in table
 
 
-@pytest.mark.parametrize("task, builder", [("demo", "demo_task"), ("tiny", "embedded"), ("bogus", None)])
+@pytest.mark.parametrize("task, builder", [("demo", "experiments.demo_task"), ("tiny", "experiments.embedded"), ("bogus", None)])
 def test_make_compare_and_sweep_pick_the_task(task, builder):
     """`make compare` / `make sweep` warm-start the task they compare (the demo task unless EXP_TASK=tiny); another
     EXP_TASK is one error line naming it, and so is TASK (evaluation's benchmark list) on the command line (make -n:

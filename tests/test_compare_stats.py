@@ -5,7 +5,8 @@ import math
 import pytest
 from test_compare import fabricated, fake_run  # noqa: F401 (fixture)
 
-from open_r1_egsw import compare_report, compare_stats
+from open_r1_egsw.experiments.compare import report as compare_report
+from open_r1_egsw.experiments.compare import stats as compare_stats
 
 
 def test_t_critical_table_and_expansion():
@@ -146,7 +147,7 @@ def test_beyond_noise_is_decided_on_unrounded_bounds(second, beyond):
     paired = compare_stats.paired_difference({0: 0.1, 1: second}, {0: 0.0, 1: 0.0})
     assert paired["low"] == pytest.approx(-0.58531025 + 6.8531025 * second, abs=1e-6)
     assert paired["beyond_noise"] is beyond
-    cell = compare_report._ci_cell(paired)
+    cell = compare_report.ci_cell(paired)
     assert ("**" in cell) is beyond and ("[0.000," in cell or "[-0.000," in cell)
     assert compare_stats.paired_difference({0: 0.1}, {0: 0.0})["beyond_noise"] is None  # one seed: no interval
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from open_r1_egsw.evaluation import run
+from open_r1_egsw.evaluation import inputs, run
 from open_r1_egsw.evaluation.benchmarks import LIGHTEVAL_TASKS, gpqa_option_order, gpqa_prompt, resolve_tasks
 from open_r1_egsw.evaluation.local_data import make_rows, write_local_data
 from open_r1_egsw.evaluation.scoring import extract_choice_letter, pass_at_k
@@ -249,11 +249,11 @@ def test_checkpoint_fingerprint_changes_when_weights_are_rewritten(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"a" * 100)
-    before = run.checkpoint_fingerprint(tmp_path)
-    assert run.checkpoint_fingerprint(tmp_path) == before
+    before = inputs.checkpoint_fingerprint(tmp_path)
+    assert inputs.checkpoint_fingerprint(tmp_path) == before
     weights.write_bytes(b"b" * 100)  # same size, new content and mtime
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
-    assert run.checkpoint_fingerprint(tmp_path) != before
+    assert inputs.checkpoint_fingerprint(tmp_path) != before
 
 
 # ---------------------------------------------------------------- bad input (no lighteval import on these paths)

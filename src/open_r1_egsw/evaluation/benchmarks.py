@@ -1,28 +1,8 @@
 """The four benchmarks: where their data lives, how a row becomes a prompt, and how a completion is scored.
 
-A registry in open-r1's style (`LIGHTEVAL_TASKS`, one `register_lighteval_task(...)` call per task), without any
-lighteval import: `run.py` validates task names with it before paying lighteval's import time, `local_data.py` writes
-files in each benchmark's schema from it, and `tasks.py` turns each entry into a lighteval task config.
-
-Prompts, by the settings' `prompt_template` (settings.py):
-
-- `"lighteval"` (the benchmark profile's default): lighteval 0.13's own prompt of each task, copied verbatim from
-  `lighteval/tasks/tasks/` (`math_500_prompt`, `aime_prompt`, `gpqa_instruct_prompt`; tests/test_evaluation.py
-  renders those functions on the same rows and compares). MATH-500 asks for a final line "ANSWER: ...", AIME for a
-  `\\boxed{}`; GPQA Diamond shows the three incorrect answers in their column order with the correct one inserted at
-  the gold position, and carries the instruction as the Doc's `instruction` as lighteval's does.
-- `"problem"`: the problem, then the settings' instruction (the `qwen` profile's is Qwen2.5-Math's "Please reason
-  step by step, and put your final answer within \\boxed{}."; the embedded profile and a recipe's prompt send the
-  problem alone, as the trainer did). GPQA Diamond: open-r1's multiple-choice template, the four answers shuffled.
-
-Gold: math, the `answer` column (bare LaTeX such as `3\\sqrt{13}` or an AIME integer such as `025`), checked by
-math-verify through `open_r1_egsw.training.answers`; GPQA, the letter of the correct answer. lighteval draws GPQA's gold
-position with the global `random`; here it is seeded by the question text (`gpqa_option_order`), so a question always
-shows the same options in the same places (on every run, machine and Python version), in both templates.
-
-Data: the real hub ids. A local directory replaces them offline (`--data-dir DIR` or `$EGSW_EVAL_DATA_DIR`): it holds
-one sub-directory per task, named by `BenchmarkSpec.local_dir`, with the evaluation split as `<split>.jsonl` (or
-.parquet / .json) in the hub data set's columns, e.g. `DIR/math_500/test.jsonl`, `DIR/gpqa_diamond/train.jsonl`.
+`LIGHTEVAL_TASKS` is a registry without lighteval imports. Each task has lighteval 0.13's own prompt ("lighteval"
+template) and the problem plus an optional instruction ("problem" template). GPQA's option order is seeded by the
+question text. A local data directory holds `<local_dir>/<split>.jsonl` in the hub data set's columns.
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
-"""Small synthetic stand-ins for the four benchmarks, in each hub data set's columns, for offline runs and tests.
+"""Write small synthetic stand-ins for the four benchmarks, in each hub data set's columns, for offline runs.
 
     python -m open_r1_egsw.evaluation.local_data --out .cache/eval-data [--rows 4] [--seed 0]
 
-writes `OUT/<task dir>/<split>.jsonl` for every registered task (layout: `benchmarks.py`). Everything derives from the
-seed, so two runs write identical files (and a file whose content would not change is not rewritten, which keeps its
-mtime and the datasets cache valid). The problems are two-number additions in the embedded model's style ("What is
-37 + 48?"), so the tiny models can score above zero; the answers exercise the gold formats of the real sets: plain
-integers, a `\\frac` (MATH-500), a zero-padded AIME integer ("007"), and GPQA options in the shuffled order.
-These rows check the pipeline, not a model: their scores mean nothing for the real benchmarks.
-
-The embedded default (`make evaluate` without MODEL, `write_embedded_default_data`) takes these rows for every task
-but MATH-500, which holds the embedded test split instead (`.cache/embedded/data/test.jsonl`, in the MATH schema):
-the rows on which `make train` measures its greedy accuracy, so the evaluation's pass@1 there is that number.
+The rows are additions in the embedded model's style, with the real sets' gold formats; the same seed writes the same
+files. The embedded default replaces MATH-500 with the embedded test split.
 """
 
 from __future__ import annotations
@@ -137,8 +129,8 @@ def write_local_data(root: Path = DEFAULT_ROOT, rows: int = 4, seed: int = 0, ta
 
 
 def write_embedded_default_data(root: Path = DEFAULT_ROOT, test_split: Path = EMBEDDED_TEST_SPLIT) -> Path:
-    """The embedded default's data under `root`: synthetic rows, MATH-500 replaced by the embedded test split (module
-    docstring) when it exists."""
+    """The embedded default's data under `root`: synthetic rows, MATH-500 replaced by the embedded test split (the rows
+    `make train` measures its greedy accuracy on) when it exists."""
     if not Path(test_split).is_file():
         logger.warning("No embedded test split at %s: MATH-500 holds synthetic rows.", test_split)
         return write_local_data(root)

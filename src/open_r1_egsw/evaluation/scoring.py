@@ -1,22 +1,8 @@
-"""Scoring of benchmark completions: math answers (through `open_r1_egsw.training.answers`), GPQA letters, pass@k.
+"""Scoring of benchmark completions: math answers, GPQA option letters, and the pass@k estimator.
 
-Pure functions, no lighteval import: the lighteval metric in `tasks.py` calls them, and the tests feed them fixed
-completions.
-
-1. Math: a completion has an answer only when it states one in a task's answer format, a `\\boxed{}` whose content
-   parses (`extract_math_answer`; the last complete box wins), or, without a box, a line "ANSWER: ..." (lighteval
-   0.13's MATH-500 prompt asks for that final line; the last such line wins) whose content parses. Without one it scores 0 and counts as not answered:
-   math-verify's fallback, which reads the last number of any text, is not used for answers, since it finds one in
-   garbage such as " + 1 + 10 = 110 = 11}". With one, `score_math(gold, completion)` is `answers.verify_answer`
-   (math-verify, gold wrapped in `$...$`, leading zeros equal), so pass@1 <= answer_rate always. Rows whose gold does not parse
-   never reach it: the prompt functions drop them and count them (`TaskStats.skipped_gold`).
-2. GPQA: `extract_choice_letter` reads the chosen option letter. Explicit statements ("Answer: B", "the answer is (C)",
-   "\\boxed{D}", "the correct option is A") take precedence over bare parenthesised letters "(C)" and lines holding only a
-   letter; within a tier the LAST occurrence wins (a model that changes its mind ends with its final choice). A letter
-   must stand alone: the "B" of "Because" or the "A" of "CAD" is never read, and restated option lists ("A) ...")
-   are not answers.
-3. pass@k: the unbiased estimator of Chen et al. 2021 (huggingface.co/papers/2107.03374), 1 - C(n-c, k) / C(n, k) for
-   c correct samples out of n. For k = 1 it is c / n, the mean correctness, which is what the tasks report as pass@1.
+A math completion has an answer only when it states one (a `\\boxed{}` or an "ANSWER:" line that parses); it is then
+checked with math-verify through `open_r1_egsw.training.answers`. A GPQA letter stated explicitly wins over a bare
+one, and within each kind the last one wins.
 """
 
 from __future__ import annotations
@@ -56,7 +42,11 @@ def _last_match(patterns: list[re.Pattern], text: str) -> str | None:
 
 
 def extract_choice_letter(completion: str) -> str | None:
-    """The option letter (A-D) a completion chooses, or None (see the module docstring, 2.)."""
+    """The option letter (A-D) a completion chooses, or None.
+
+    A stated answer ("Answer: B", "the answer is (C)", "\\boxed{D}") wins over a bare "(C)" or a line holding only a
+    letter; within each kind the last one wins. A letter must stand alone: "Because" holds no B.
+    """
     if not isinstance(completion, str):
         return None
     return _last_match(_STATED, completion) or _last_match(_BARE, completion)
@@ -85,7 +75,7 @@ def _answer_line(completion: str) -> str | None:
 
 def extract_math_answer(completion: str) -> str | None:
     """The content of the completion's last complete `\\boxed{}`, else of its last "ANSWER: ..." line, if it parses
-    as math; else None (docstring, 1.)."""
+    as math; else None. math-verify's fallback (the last number of any text) is not used."""
     if not isinstance(completion, str):
         return None
     stated = last_boxed_content(completion)

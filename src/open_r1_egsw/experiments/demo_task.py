@@ -1,26 +1,10 @@
-"""A second embedded task, built like the default one (locally, deterministically), where entropy and length vary.
-
-The default task (embedded.py) has one solution path of fixed length, so the warm start samples with about 0.02
-nats a token and every completion is 36 tokens: the entropy term of EGSW has nothing to act on. Here the
-demonstrations mix three valid ways to add two two-digit numbers, of different lengths (weights 1 : 2 : 2), and two
-of them are error-prone:
-
-- direct:  `37 + 48 = 85`                           short; drops the carry on 60% of the problems with one
-- split:   `37 + 48 = 70 + 15 = 85`                 tens and units; drops it on 50% (the last step)
-- chunks:  `37 + 48 = 37 + 19 + 29 = 56 + 29 = 85`   the second operand cut at random points into 2 parts or
-           `37 + 48 = 37 + 8 + 25 + 15 = 45 + 25 + 15 = 70 + 15 = 85`    into 3 (even odds); always right, long
-
-Each demonstration also writes the operands in either order. The warm start therefore samples a path at the
-first token, a number of parts and random cut points (digits with real uncertainty), and a carry it half believes
-in: token entropy that differs between completions of the same group, lengths that differ, and a reward that GRPO
-can raise (the dropped carry is a systematic error, as in the default task; the long path's additions are hard for
-the tiny model).
+"""The demo task: an embedded task whose demonstrations mix three ways to add two numbers, of different lengths and
+error rates, so that token entropy and completion length vary within a group.
 
     python -m open_r1_egsw.experiments.demo_task               # build (or reuse) .cache/demo/{data,base-model}
-    python -m open_r1_egsw.experiments.demo_task --warm-start  # ... then the SFT warm start (recipes/demo/sft/config.yaml)
+    python -m open_r1_egsw.experiments.demo_task --warm-start  # ... then the SFT warm start (recipes/demo/sft)
 
-The cache, tokenizer and model are embedded.py's (`build_assets(..., rows=make_demo_rows)`); the default task's
-assets and outputs are unchanged.
+Tokenizer, model and cache come from embedded.py (`build_assets(..., rows=make_demo_rows)`).
 """
 
 from __future__ import annotations
@@ -101,15 +85,17 @@ def make_demo_rows(spec: DemoSpec) -> dict[str, list[dict]]:
             pieces = rng.choice(spec.chunk_pieces) if path == "chunks" else 2
             think, answer = solution_text(x, y, path, rng, slip, pieces)
             gold, _ = solution_text(a, b, "split", rng)
-            rows[split].append({
-                "problem": f"What is {a} + {b}?",
-                "solution": f"{gold}. The answer is $\\boxed{{{a + b}}}$.",
-                "answer": str(a + b),
-                "completion_reference": completion_text(think, answer),
-                "path": path,
-                "level": "Level 2" if has_carry(a, b) else "Level 1",
-                "type": "Arithmetic",
-            })  # fmt: skip
+            rows[split].append(
+                {
+                    "problem": f"What is {a} + {b}?",
+                    "solution": f"{gold}. The answer is $\\boxed{{{a + b}}}$.",
+                    "answer": str(a + b),
+                    "completion_reference": completion_text(think, answer),
+                    "path": path,
+                    "level": "Level 2" if has_carry(a, b) else "Level 1",
+                    "type": "Arithmetic",
+                }
+            )
     return rows
 
 
@@ -120,10 +106,13 @@ def build_demo_assets(root: Path = DEFAULT_DEMO_ROOT, spec: DemoSpec | None = No
 
 def main(argv: list[str] | None = None) -> int:
     return run_cli(
-        argv, description=__doc__.split("\n\n")[0], root_env="DEMO_ROOT", default_root=DEFAULT_DEMO_ROOT,
+        argv,
+        description=__doc__.split("\n\n")[0],
+        root_env="DEMO_ROOT",
+        default_root=DEFAULT_DEMO_ROOT,
         build=lambda root, seed, force: build_demo_assets(root, DemoSpec(seed=seed), force=force),
         recipe=DEMO_SFT_RECIPE,
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

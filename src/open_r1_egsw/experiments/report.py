@@ -1,16 +1,9 @@
-"""Collect every evaluation results directory into one table: markdown, JSON and a bar chart.
+"""Collect every evaluation results directory into one table: `report.md`, `report.json` and `report.png`.
 
     python -m open_r1_egsw.experiments.report [--results-dir results] [--output-dir RESULTS_DIR]     # `make report`
 
-reads `RESULTS_DIR/<model-name>/<task>.json` (written by `python -m open_r1_egsw.evaluation.run`) and writes:
-
-- `report.md`: one row per (model, task) with pass@1, its standard error, the answer rate, the number of problems
-  (rows) and samples per problem (k), the prompt that produced it (`prompt_label`), the generation settings and the
-  checkpoint fingerprint; then a model x task pass@1 table.
-- `report.json`: the same rows, and the model x task pass@1 table (`pivot`).
-- `report.png`: pass@1 per task, one bar per model, with standard-error whiskers (matplotlib, Agg backend).
-
-Only files with a `task` and a `metrics` field count, so run.json, the details and lighteval's own files are ignored.
+One row per (model, task) from `RESULTS_DIR/<model-name>/<task>.json` (pass@1, standard error, answer rate, rows,
+samples, prompt, settings, checkpoint), then a model x task pass@1 table; other JSON files are ignored.
 """
 
 from __future__ import annotations

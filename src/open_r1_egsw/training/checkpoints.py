@@ -1,17 +1,8 @@
 """Which checkpoint to resume from, and whether a run is already finished.
 
-A job killed while it writes `checkpoint-N` leaves a folder that looks like a checkpoint: `transformers`'
-`get_last_checkpoint` picks the highest N whatever its state. Here a checkpoint counts only when every file a resume
-reads is whole, checked without loading tensors:
-
-- `trainer_state.json` parses and has `global_step` (the Trainer writes it after every other file);
-- the weights: `model.safetensors` (or the shards its index names, or `adapter_model.safetensors`) has exactly the
-  size its header announces; a `.bin` is a complete zip (torch.save's format keeps its directory at the end);
-- `optimizer.pt`, `scheduler.pt` (unless DeepSpeed holds them under `global_step*/`), `rng_state*.pth` and
-  `scaler.pt` are complete zips; `egsw_controller_state.json` parses.
-
-`resume_from_checkpoint: last` (or `true`) takes the newest complete checkpoint and names the ones it skipped; an
-explicit path to an incomplete one is an error naming the file.
+A checkpoint counts only when every file a resume reads is whole (trainer state, weights, optimizer, scheduler, RNG
+and EGSW controller state), checked without loading tensors. `resume_from_checkpoint: last` takes the newest complete
+one and names the ones it skipped; an explicit path to an incomplete one is an error naming the file.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
-"""Tensor-parallel sizes that vLLM can run for a model: checked before anything starts.
-
-vLLM splits the attention heads over the tensor-parallel ranks: `num_attention_heads` must be divisible by the size
-(vLLM's `ModelConfig.verify_with_parallel_config`), the key/value heads are either split (`num_key_value_heads`
-divisible by the size) or replicated (the size divisible by `num_key_value_heads`: `QKVParallelLinear`), and the MLP's
-`intermediate_size` is split evenly (`MergedColumnParallelLinear`). Qwen2.5-7B (28 heads, 4 KV heads, intermediate
-size 18944 = 2^9 * 37) therefore runs on 1, 2 or 4 GPUs, never on 8. One function, used by the vLLM server's
-`--vllm-tp` (launch.py) and by evaluation's `--parallel tensor` (evaluation/run.py).
+"""Tensor-parallel sizes that vLLM can run for a model, checked before anything starts: the attention heads and the
+MLP's intermediate size must split evenly over the ranks, and the key/value heads split or replicate. Used by the vLLM
+server's `--vllm-tp` (cli/launch.py) and by evaluation's `--parallel tensor`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""open-r1's `max_prompt_length` on TRL 1.16, which dropped it: keep the last N tokens of each templated prompt.
-
-TRL 0.18 (open-r1's pin) tokenized the chat-templated prompt and kept `prompt_ids[:, -max_prompt_length:]`. TRL
-1.16 tokenizes prompts in `_tokenize_prompts`, whose ids feed generation (transformers or vLLM) and the loss alike;
-truncating them there gives the same meaning. `EGSWTrainer` takes this mixin first in its bases.
+"""open-r1's `max_prompt_length` on TRL 1.16: keep the last N tokens of each chat-templated prompt, in the ids that
+feed both generation and the loss. `EGSWTrainer` takes this mixin first in its bases.
 """
 
 from __future__ import annotations

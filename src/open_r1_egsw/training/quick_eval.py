@@ -1,7 +1,5 @@
-"""Greedy accuracy of a model on rows of a math data set, scored by the training `accuracy` reward.
-
-Used by `grpo.py` before and after training (`eval_accuracy_samples`) and by `compare.py` for the held-out table.
-This is a quick in-process check; the benchmark evaluation is lighteval's (`make evaluate`).
+"""Greedy accuracy of a model on rows of a math data set, scored by the training `accuracy` reward: grpo.py's check
+before and after training (`eval_accuracy_samples`). The benchmark evaluation is lighteval's (`make evaluate`).
 """
 
 from __future__ import annotations

