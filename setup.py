@@ -1,7 +1,7 @@
 """open-r1-egsw: GRPO + Entropy-Guided Sequence Weighting recipes on TRL.
 
 Every dependency is pinned exactly here, in one list, and each extra is derived from it (as open-r1 does).
-Why these versions (measured on a 2-core CPU machine, see README "Versions"):
+Why these versions (measured on a 2-core CPU machine, see docs/versions.md):
 - trl 1.16.0: EGSWTrainer relies on private GRPOTrainer hooks (`_generate_and_score_completions`, per-token
   advantages in `_compute_loss`, `_get_per_token_logps_and_entropies`) whose shape changes between releases;
   tests/test_trainer.py has one test per hook, so an upgrade fails loudly.
