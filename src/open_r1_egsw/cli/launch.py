@@ -53,7 +53,7 @@ from open_r1_egsw.cli.recipe_args import parse_recipe_args
 from open_r1_egsw.errors import ConfigError, cli_entry
 from open_r1_egsw.training.parallel import check_tensor_parallel
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_DIR.parents[1]
 GRPO_SCRIPT = PACKAGE_DIR / "grpo.py"
 ACCELERATE_CONFIGS = REPO_ROOT / "recipes" / "accelerate_configs"
