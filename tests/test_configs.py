@@ -8,6 +8,7 @@ from dataclasses import MISSING, fields
 import pytest
 import trl
 
+from open_r1_egsw.errors import ConfigError
 from open_r1_egsw.training import configs
 from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments, SFTScriptArguments
 
@@ -79,14 +80,16 @@ def make(**kwargs):
         ({"entropy_clip_max_frac": 1.5}, "entropy_clip_max_frac"),
         ({"egsw_controller": "reward"}, "egsw_controller"),
         ({"egsw_controller": "entropy"}, "use_egsw"),
+        ({"egsw_controller_lr": 0.0}, "egsw_controller_lr"),
+        ({"max_prompt_length": 0}, "max_prompt_length"),
         ({"use_egsw": True, "egsw_controller": "ess", "egsw_controller_min": 2.0, "egsw_controller_max": 1.0},
          "egsw_controller_min"),
         ({"entropy_clip": "clip_b", "loss_type": "cispo"}, "loss_type"),
     ],
 )  # fmt: skip
 def test_invalid_values_raise_naming_the_field(kwargs, field):
-    """Invalid values raise ValueError at construction, naming the offending field."""
-    with pytest.raises(ValueError, match=field):
+    """Invalid values raise ConfigError (a ValueError) at construction, naming the offending field."""
+    with pytest.raises(ConfigError, match=field):
         make(**kwargs)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM
 
+from open_r1_egsw.errors import ConfigError
+from open_r1_egsw.training.data import load_dataset_any
 from open_r1_egsw.training.outputs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +65,13 @@ def test_missing_dataset_path(tmp_path, tiny_assets):
     """A local data set path that does not exist is named."""
     line = error_line(run(GRPO, *tiny_args(tiny_assets, tmp_path / "o", "--dataset_name", "./no/such/data")))
     assert "dataset_name: no such file or directory: ./no/such/data" in line
+
+
+def test_dataset_config_the_loader_refuses_is_one_error(tmp_path):
+    """What `datasets` refuses with a ValueError (here an unknown config) is a ConfigError naming the data set."""
+    (tmp_path / "train.jsonl").write_text('{"problem": "1 + 1", "solution": "2"}\n')
+    with pytest.raises(ConfigError, match=r"dataset_config 'nope'\): BuilderConfig 'nope' not found"):
+        load_dataset_any(str(tmp_path), "nope")
 
 
 def test_non_numeric_hyper_parameter(tiny_assets, tmp_path):

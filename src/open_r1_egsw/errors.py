@@ -35,12 +35,6 @@ def cli_entry(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | 
             # (on a line of its own: a training progress bar may be on the current one)
             print(f"\nerror: vLLM server: {_one_line(err)}", file=sys.stderr)  # noqa: T201
             raise SystemExit(1) from None
-        except ValueError as err:
-            # TRL/transformers validate their own fields in __post_init__ with ValueError; those are config errors.
-            if _raised_by_config(err):
-                print(f"error: {err}", file=sys.stderr)  # noqa: T201
-                raise SystemExit(2) from None
-            raise
 
     return wrapper
 
@@ -53,16 +47,3 @@ def _request_errors() -> tuple[type[BaseException], ...]:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
-
-
-def _raised_by_config(err: BaseException) -> bool:
-    tb = err.__traceback__
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_name
-        filename = tb.tb_frame.f_code.co_filename
-        if name in ("__post_init__", "parse_args_and_config", "parse_args_into_dataclasses") or filename.endswith(
-            ("configs.py", "data.py", "rewards.py")
-        ):
-            return True
-        tb = tb.tb_next
-    return False

@@ -1,15 +1,11 @@
 """Reading a recipe (`--config R.yaml` plus flag overrides) into the entry point's dataclasses, every value checked.
 
 TRL's `TrlParser` sets the YAML values as argparse defaults, and argparse converts only string defaults: a YAML
-`null`, list or mapping reaches the dataclass untouched, and `egsw_alpha: null` then fails deep in `__post_init__`
-with a raw TypeError. Here, after argparse has merged the file and the flags, every value the user set (in the file or
-as a flag) is checked against the field's type (`typing.get_type_hints`) and range (`RANGES`, `CHOICES`)
-before a dataclass is built; anything wrong is one ConfigError naming the key and what it accepts (exit 2 through
-`cli_entry`). Errors the classes' own `__post_init__` raise become ConfigError too.
-
-Ranges: numbers must be finite; a number field is >= 0 unless `RANGES` says otherwise (`max_steps: -1` means
-"use epochs", `local_rank: -1` "not distributed"). Values the classes accept but that are merely unusual (a
-learning rate of 1e30) are not refused.
+`null`, list or mapping would reach the dataclass untouched and fail deep in `__post_init__` with a raw TypeError.
+So every value the user set (in the file or as a flag) is first checked against its field's type hint: numbers are
+finite and >= 0 unless `RANGES` or `SIGNED` say otherwise, and a string takes the `choices` of its field's metadata,
+or `CHOICES`. Then the classes are built, and what their own `__post_init__` refuses (TRL's, transformers' and
+`EGSWConfig`'s checks) becomes one ConfigError naming the key: every error here is one line, exit 2 (`cli_entry`).
 """
 
 from __future__ import annotations
@@ -31,10 +27,12 @@ from open_r1_egsw.cli.recipe_compat import translate_open_r1
 from open_r1_egsw.errors import ConfigError
 
 INF = math.inf
-# field -> (low, high, low_inclusive, high_inclusive). Number fields not listed accept [0, inf).
+# Ranges that TRL and transformers do not check when the config is built (a value outside fails later in training,
+# or silently does something else): field -> (low, high, low_inclusive, high_inclusive). `num_generations` TRL does
+# check, with a message that names no key (0: a ZeroDivisionError); the entry says what it accepts.
 RANGES = {
-    "max_steps": (-1, INF, True, True),
-    "local_rank": (-1, INF, True, True),
+    "max_steps": (-1, INF, True, True),  # -1: use num_train_epochs
+    "local_rank": (-1, INF, True, True),  # -1: not distributed
     "seed": (0, 2**32 - 1, True, True),
     "data_seed": (0, 2**32 - 1, True, True),
     "per_device_train_batch_size": (1, INF, True, True),
@@ -46,7 +44,6 @@ RANGES = {
     "steps_per_generation": (1, INF, True, True),
     "generation_batch_size": (1, INF, True, True),
     "max_completion_length": (1, INF, True, True),
-    "max_prompt_length": (1, INF, True, True),
     "eval_max_new_tokens": (1, INF, True, True),
     "vllm_tensor_parallel_size": (1, INF, True, True),
     "vllm_server_port": (1, 65535, True, True),
@@ -54,12 +51,10 @@ RANGES = {
     "ref_model_sync_steps": (1, INF, True, True),
     "lora_r": (1, INF, True, True),
     "ddp_timeout": (1, INF, True, True),
-    "logging_steps": (0, INF, False, True),
     "save_steps": (0, INF, False, True),
-    "eval_steps": (0, INF, False, True),
     "temperature": (0, INF, False, True),
-    "egsw_temperature": (0, INF, False, True),
     "repetition_penalty": (0, INF, False, True),
+    "delta": (0, INF, False, True),
     "top_p": (0, 1, False, True),
     "min_p": (0, 1, True, True),
     "adam_beta1": (0, 1, True, False),
@@ -68,17 +63,10 @@ RANGES = {
     "label_smoothing_factor": (0, 1, True, True),
     "vllm_gpu_memory_utilization": (0, 1, False, True),
     "top_entropy_quantile": (0, 1, True, True),
-    "entropy_clip_max_frac": (0, 1, True, True),
     "ref_model_mixup_alpha": (0, 1, True, True),
-    "egsw_controller_lr": (0, INF, False, True),
-    "egsw_controller_min": (0, INF, False, True),
-    "egsw_controller_max": (0, INF, False, True),
-    "entropy_clip_mu": (0, INF, False, True),
-    "delta": (0, INF, False, True),
-    "warmup_steps": (0, INF, True, True),
 }
 SIGNED = {"reward_weights", "entropy_target", "entropy_coef_delta"}  # any finite number
-# str fields whose values TRL checks late (or not at all): checked here, before any model is loaded.
+# str fields whose values TRL checks only once training runs (or never), and whose metadata lists no `choices`.
 CHOICES = {
     "loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
     "scale_rewards": ("group", "batch", "none", "true", "false", "True", "False"),
@@ -87,16 +75,9 @@ CHOICES = {
     "vllm_model_impl": ("transformers", "vllm"),
     "multi_objective_aggregation": ("sum_then_normalize", "normalize_then_sum"),
     "vllm_importance_sampling_mode": ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"),
-    "dtype": ("auto", "bfloat16", "float16", "float32"),
-    "bnb_4bit_quant_type": ("fp4", "nf4"),
-    "log_level": ("detail", "debug", "info", "warning", "error", "critical", "passive"),
-    "log_level_replica": ("detail", "debug", "info", "warning", "error", "critical", "passive"),
-    "train_sampling_strategy": ("random", "sequential", "group_by_length", "batch_rebalance"),
     "include_num_input_tokens_seen": ("all", "non_padding", "no"),
-    "pad_to_multiple_of": ("auto",),
 }
-NOT_NULL = {"num_generations"}  # typed `int | None` in TRL 1.16, but None fails its own checks
-NOT_FROM_RECIPE = {"parallelism_config"}  # objects, not values: only the default (None) can be given
+NOT_NULL = {"num_generations"}  # typed `int | None` in TRL 1.16, but None fails its checks with a TypeError
 
 
 class _Parser:
@@ -145,9 +126,9 @@ def parse_recipe_args(dataclass_types: tuple, argv: list[str] | None = None, wor
     values = vars(namespace)
     flags = {token[2:].split("=")[0] for token in argv if token.startswith("--")}
     flags |= {flag[3:] for flag in flags if flag.startswith("no_")}
-    for name, (_, hint) in specs.items():
+    for name, (field, hint) in specs.items():
         if name in values and (name in config or name in flags):  # what the user set, in the file or as a flag
-            values[name] = check_value(name, hint, values[name])
+            values[name] = check_value(field, hint, values[name])
     user_keys = [name for name in specs if name in config or name in flags]
     with _world_size(None if world_size is None else world_size(values)):
         try:
@@ -157,7 +138,8 @@ def parse_recipe_args(dataclass_types: tuple, argv: list[str] | None = None, wor
             if not any(key in message for key in user_keys):
                 culprit = _culprit(dataclass_types, values, specs, user_keys)
                 if culprit:
-                    accepts = _describe(culprit, _field_options(culprit, specs[culprit][1]))
+                    field, hint = specs[culprit]
+                    accepts = _describe(field, _field_options(field, hint))
                     message = f"recipe key {culprit}: {message} (it accepts {accepts})"
             raise ConfigError(message) from None
 
@@ -243,30 +225,33 @@ def _field_specs(dataclass_types) -> dict[str, tuple]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def check_value(name: str, hint, value):
-    """The value to use for field `name`, or ConfigError naming the key and what it accepts."""
-    if name in NOT_FROM_RECIPE:
-        raise ConfigError(f"recipe key {name}: cannot be set from a recipe (it takes an object); remove it.")
-    options = _field_options(name, hint)
+def check_value(field: dataclasses.Field, hint, value):
+    """The value to use for `field`, or ConfigError naming the key and what it accepts."""
+    options = _field_options(field, hint)
     if value is None:
         if type(None) in options:
             return None
-        raise ConfigError(f"recipe key {name}: got null; it accepts {_describe(name, options)}.")
+        raise ConfigError(f"recipe key {field.name}: got null; it accepts {_describe(field, options)}.")
     for option in options:
-        ok, converted = _try(name, option, value)
+        ok, converted = _try(field, option, value)
         if ok:
             return converted
-    raise ConfigError(f"recipe key {name}: got {_show(value)}; it accepts {_describe(name, options)}.")
+    raise ConfigError(f"recipe key {field.name}: got {_show(value)}; it accepts {_describe(field, options)}.")
 
 
-def _field_options(name: str, hint) -> list:
+def _field_options(field: dataclasses.Field, hint) -> list:
     """The types a field's value may take, from its hint, less those the classes reject anyway."""
     options = _options(hint)
     if any(isinstance(o, type) and issubclass(o, enum.Enum) for o in options):
         options = [o for o in options if o is not str]  # `SchedulerType | str`: the string must be a member's value
-    if name in NOT_NULL:
+    if field.name in NOT_NULL:
         options = [o for o in options if o is not type(None)]
     return options
+
+
+def _choices(field: dataclasses.Field) -> tuple:
+    """The strings a str field accepts (empty: any): `CHOICES`, else the `choices` of its metadata."""
+    return CHOICES.get(field.name) or tuple(field.metadata.get("choices", ()))
 
 
 def _options(hint) -> list:
@@ -279,8 +264,8 @@ def _options(hint) -> list:
     return [hint]
 
 
-def _try(name: str, option, value) -> tuple[bool, object]:
-    origin = typing.get_origin(option)
+def _try(field: dataclasses.Field, option, value) -> tuple[bool, object]:
+    name, origin = field.name, typing.get_origin(option)
     if option is type(None):
         return False, None
     if option is bool:
@@ -291,7 +276,8 @@ def _try(name: str, option, value) -> tuple[bool, object]:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and _in_range(name, value)
         return ok, float(value) if ok else None
     if option is str:
-        return (isinstance(value, str) and (name not in CHOICES or value in CHOICES[name]), value)
+        choices = _choices(field)
+        return (isinstance(value, str) and (not choices or value in choices), value)
     if origin is typing.Literal:
         return (value in typing.get_args(option), value)
     if isinstance(option, type) and issubclass(option, enum.Enum):
@@ -305,7 +291,7 @@ def _try(name: str, option, value) -> tuple[bool, object]:
             return False, None
         checked = []
         for element in value:
-            ok, converted = (True, element) if item is typing.Any else _try(name, _options(item)[0], element)
+            ok, converted = (True, element) if item is typing.Any else _try(field, _options(item)[0], element)
             if not ok:
                 return False, None
             checked.append(converted)
@@ -331,8 +317,8 @@ def _in_range(name: str, value) -> bool:
     return above and below
 
 
-def _describe(name: str, options: list) -> str:
-    words = []
+def _describe(field: dataclasses.Field, options: list) -> str:
+    name, words = field.name, []
     for option in options:
         origin = typing.get_origin(option)
         if option is type(None):
@@ -343,7 +329,7 @@ def _describe(name: str, options: list) -> str:
             kind = "an integer" if option is int else "a number"
             words.append(f"{kind} {_range_text(name)}" if name not in SIGNED else f"a finite {kind[2:]}")
         elif option is str:
-            words.append(f"one of: {', '.join(CHOICES[name])}" if name in CHOICES else "a string")
+            words.append(f"one of: {', '.join(_choices(field))}" if _choices(field) else "a string")
         elif origin is typing.Literal:
             words.append(" or ".join(map(repr, typing.get_args(option))))
         elif isinstance(option, type) and issubclass(option, enum.Enum):
@@ -354,6 +340,8 @@ def _describe(name: str, options: list) -> str:
             words.append(f"a list of {inner}")
         elif origin is dict or option is dict:
             words.append("a mapping (or its JSON string)")
+        else:
+            words.append(f"a {getattr(option, '__name__', option)} (an object, not from a recipe)")
     seen = []
     for word in words:
         if word not in seen:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import trl
 
+from open_r1_egsw.errors import ConfigError
 from open_r1_egsw.methods.egsw import ENTROPY_NORMALIZATIONS, GRANULARITY_REGISTRY, WEIGHT_SCALES
 
 # TRL loss types whose per-token loss is the clipped surrogate -min(r A, clip(r) A), so that a non-negative weight
@@ -26,7 +27,16 @@ CONTROLLER_PARAMS = ("alpha", "temperature")
 
 def _check_choice(name: str, value: str, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}.")
+        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}.")
+
+
+def _check_range(name: str, value, ok: bool, accepts: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: got {value!r}; it accepts {accepts}.")
+
+
+def _positive(value) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 @dataclass
@@ -173,33 +183,30 @@ class EGSWConfig(trl.GRPOConfig):
         _check_choice("egsw_controller", self.egsw_controller, CONTROLLER_TARGETS)
         _check_choice("egsw_controller_param", self.egsw_controller_param, CONTROLLER_PARAMS)
         self._check_checkpoints_resume_exactly()
-        if self.max_prompt_length is not None and not self.max_prompt_length >= 1:
-            raise ValueError(f"max_prompt_length must be >= 1 (or null), got {self.max_prompt_length}.")
-        if not (math.isfinite(self.egsw_alpha) and self.egsw_alpha >= 0):
-            raise ValueError(f"egsw_alpha must be a finite number >= 0, got {self.egsw_alpha}.")
-        if not (self.egsw_temperature > 0):
-            raise ValueError(f"egsw_temperature must be > 0, got {self.egsw_temperature}.")
-        if self.entropy_clip_mu is not None and not self.entropy_clip_mu > 0:
-            raise ValueError(
-                f"entropy_clip_mu must be > 0 (or null for the paper default), got {self.entropy_clip_mu}."
-            )
-        if not 0.0 <= self.entropy_clip_max_frac <= 1.0:
-            raise ValueError(f"entropy_clip_max_frac must lie in [0, 1], got {self.entropy_clip_max_frac}.")
-        if self.egsw_controller != "none":
-            if not self.use_egsw:
-                raise ValueError("egsw_controller needs use_egsw: true (it adapts the EGSW weights).")
-            if not 0 < self.egsw_controller_min < self.egsw_controller_max:
-                raise ValueError(
-                    f"egsw_controller_min ({self.egsw_controller_min}) and egsw_controller_max "
-                    f"({self.egsw_controller_max}) must satisfy 0 < min < max."
-                )
-            if not self.egsw_controller_lr > 0:
-                raise ValueError(f"egsw_controller_lr must be > 0, got {self.egsw_controller_lr}.")
+        self._check_ranges()
+        if self.egsw_controller != "none" and not self.use_egsw:
+            raise ConfigError("egsw_controller needs use_egsw: true (it adapts the EGSW weights).")
         if (self.use_egsw or self.entropy_clip != "none") and self.loss_type not in EGSW_LOSS_TYPES:
-            raise ValueError(
+            raise ConfigError(
                 f"loss_type={self.loss_type!r} cannot be combined with use_egsw/entropy_clip: the weights multiply "
                 f"the clipped surrogate of {', '.join(EGSW_LOSS_TYPES)} only. Set loss_type to one of these."
             )
+
+    def _check_ranges(self) -> None:
+        """The ranges of the fields this class adds (TRL's own fields are TRL's to check)."""
+        alpha, mu, frac = self.egsw_alpha, self.entropy_clip_mu, self.entropy_clip_max_frac
+        _check_range("egsw_alpha", alpha, math.isfinite(alpha) and alpha >= 0, "a finite number >= 0")
+        _check_range("egsw_temperature", self.egsw_temperature, _positive(self.egsw_temperature), "a number > 0")
+        _check_range("entropy_clip_mu", mu, mu is None or _positive(mu), "a number > 0, or null (the paper's default)")
+        _check_range("entropy_clip_max_frac", frac, 0 <= frac <= 1, "a number in [0, 1]")
+        _check_range("egsw_controller_lr", self.egsw_controller_lr, _positive(self.egsw_controller_lr), "a number > 0")
+        low, high = self.egsw_controller_min, self.egsw_controller_max
+        if not (_positive(low) and _positive(high) and low < high):
+            raise ConfigError(
+                f"egsw_controller_min ({low}) and egsw_controller_max ({high}) must satisfy 0 < min < max."
+            )
+        length = self.max_prompt_length
+        _check_range("max_prompt_length", length, length is None or length >= 1, "an integer >= 1, or null")
 
     def _check_checkpoints_resume_exactly(self) -> None:
         """Checkpoints must fall on generation-batch boundaries, the only places a resume is exact.
@@ -215,7 +222,7 @@ class EGSWConfig(trl.GRPOConfig):
         micro = int(self.save_steps) * self.gradient_accumulation_steps
         if micro % period:
             step = period // math.gcd(period, self.gradient_accumulation_steps)
-            raise ValueError(
+            raise ConfigError(
                 f"save_steps={int(self.save_steps)} puts checkpoints inside a generation batch (steps_per_generation="
                 f"{self.steps_per_generation} x num_iterations={self.num_iterations} micro-batches, "
                 f"gradient_accumulation_steps={self.gradient_accumulation_steps}), where a resume is not exact; "
