@@ -265,7 +265,9 @@ def test_crashed_run_keeps_finished_results(tiny_assets, tmp_path):
     assert "grpo seed 0: failed" in table and "egsw_controller needs use_egsw" in table
 
 
-@pytest.mark.parametrize("task, builder", [("demo", "experiments.demo_task"), ("tiny", "experiments.embedded"), ("bogus", None)])
+@pytest.mark.parametrize(
+    "task, builder", [("demo", "experiments.demo_task"), ("tiny", "experiments.embedded"), ("bogus", None)]
+)
 def test_make_compare_and_sweep_pick_the_task(task, builder):
     """`make compare` / `make sweep` warm-start the task they compare (the demo task unless EXP_TASK=tiny); another
     EXP_TASK is one error line naming it, and so is TASK (evaluation's benchmark list) on the command line (make -n:

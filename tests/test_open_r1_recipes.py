@@ -230,3 +230,23 @@ def test_open_r1_recipe_with_reward_keys_parses(tmp_path, capsys):
         ConfigError, match="never punishes.*Set max_completion_len to 1024, with a positive soft_punish_cache"
     ):
         get_reward_funcs(script_args, max_completion_length=training_args.max_completion_length)
+
+
+def test_open_r1_reward_name_is_mapped(tmp_path, capsys):
+    """open-r1's `soft_overlong_punishment` in a recipe's reward_funcs is read as `soft_overlong`, with one notice,
+    and builds the same reward as our name does."""
+    from open_r1_egsw.training.rewards import get_reward_funcs
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"output_dir: {tmp_path}\nreport_to: none\nuse_cpu: true\nmax_completion_length: 100\n"
+        "reward_funcs: [accuracy, soft_overlong_punishment]\nreward_weights: [1.0, 0.5]\n"
+        "max_completion_len: 100\nsoft_punish_cache: 20\n"
+    )
+    script_args, training_args, _ = parse_recipe_args(CLASSES, ["--config", str(recipe)])
+    assert script_args.reward_funcs == ["accuracy", "soft_overlong"]
+    assert notices(capsys.readouterr().err) == [
+        "notice: reward function soft_overlong_punishment is soft_overlong here: read as soft_overlong"
+    ]
+    overlong = get_reward_funcs(script_args, max_completion_length=training_args.max_completion_length)[1]
+    assert overlong(["x"] * 2, completion_ids=[[1] * 90, [1] * 80]) == pytest.approx([-0.5, 0.0], abs=1e-12)

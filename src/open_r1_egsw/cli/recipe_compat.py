@@ -10,6 +10,7 @@ open-r1 pinned trl 0.18 and transformers 4.52; its GRPO recipes use keys that no
   `gradient_checkpointing`);
 - `evaluation_strategy` -> `eval_strategy`, `use_liger` -> `use_liger_kernel` (older transformers / TRL names);
 - `dataset_configs: [one]` -> `dataset_config` (open-r1's early distill recipes);
+- the reward name `soft_overlong_punishment` in `reward_funcs` -> `soft_overlong`;
 - `wandb_entity`, `wandb_project`, `wandb_run_group` -> the WANDB_ENTITY / WANDB_PROJECT / WANDB_RUN_GROUP
   environment variables (what open-r1's `init_wandb_training` did with them), unless already set.
 
@@ -32,6 +33,8 @@ RENAMED = {
     "evaluation_strategy": "eval_strategy",
     "use_liger": "use_liger_kernel",
 }
+# open-r1's reward names -> this repository's (in a recipe's reward_funcs list)
+REWARD_NAMES = {"soft_overlong_punishment": "soft_overlong"}
 WANDB_ENV = {"wandb_entity": "WANDB_ENTITY", "wandb_project": "WANDB_PROJECT", "wandb_run_group": "WANDB_RUN_GROUP"}
 _REWARD_PARAM = (
     "is a parameter of one of open-r1's reward functions (cosine, repetition_penalty, code), which this repository "
@@ -88,7 +91,11 @@ def translate_open_r1(config: dict, known: set[str], source: str) -> dict:
     """
     out = {}
     for key, value in config.items():
-        if key in known:
+        if key == "reward_funcs" and isinstance(value, list) and set(value) & set(REWARD_NAMES):
+            out[key] = [REWARD_NAMES.get(name, name) for name in value]
+            for name in sorted(set(value) & set(REWARD_NAMES)):
+                notice(f"reward function {name} is {REWARD_NAMES[name]} here: read as {REWARD_NAMES[name]}")
+        elif key in known:
             out[key] = value
         elif key in NO_EQUIVALENT:
             raise ConfigError(f"recipe key {key} ({source}) {NO_EQUIVALENT[key]}.")

@@ -2,7 +2,7 @@
 
 Clip_B and Clip_V as docs/METHOD.md section 2 defines them, registered by name in `CLIP_REGISTRY` (the recipe's
 `entropy_clip`). A registered rule is called as `rule(stats, advantages, mask, mu=..., max_frac=...)` and returns an
-(N, T) bool mask, True = keep; `rule.needs` names the token statistics it reads.
+(N, T) bool mask, True = keep; `rule.needs` names the token statistics it reads, `rule.default_mu` the paper's mu.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ ClipRule = Callable[..., Tensor]
 CLIP_REGISTRY: dict[str, ClipRule] = {}
 
 
-def register_clip(name: str, needs: tuple[str, ...]) -> Callable[[ClipRule], ClipRule]:
-    """Register a clipping rule under `name` (once), reading the token statistics `needs`."""
+def register_clip(name: str, needs: tuple[str, ...], default_mu: float) -> Callable[[ClipRule], ClipRule]:
+    """Register a clipping rule under `name` (once), reading the token statistics `needs`, with the paper's mu."""
 
     def decorator(fn: ClipRule) -> ClipRule:
         if name in CLIP_REGISTRY:
             raise ValueError(f"Entropy clip {name!r} is already registered.")
         fn.needs = needs
+        fn.default_mu = default_mu
         CLIP_REGISTRY[name] = fn
         return fn
 
@@ -105,12 +106,12 @@ def clip_v_mask(
     return valid & ~drop.reshape(valid.shape)
 
 
-@register_clip("clip_b", needs=("entropy", "logp", "S"))
+@register_clip("clip_b", needs=("entropy", "logp", "S"), default_mu=2.5)
 def _clip_b(stats: dict[str, Tensor], advantages: Tensor, mask: Tensor, mu: float, max_frac: float) -> Tensor:
     return clip_b_mask(stats["S"], advantages, mask, mu=mu)
 
 
-@register_clip("clip_v", needs=("entropy", "logp", "S", "S_baseline"))
+@register_clip("clip_v", needs=("entropy", "logp", "S", "S_baseline"), default_mu=8.5)
 def _clip_v(stats: dict[str, Tensor], advantages: Tensor, mask: Tensor, mu: float, max_frac: float) -> Tensor:
     return clip_v_mask(stats["S"], stats["S_baseline"], advantages, mask, mu=mu, max_frac=max_frac)
 

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import trl
 
 from open_r1_egsw.errors import ConfigError
+from open_r1_egsw.methods.clipping import CLIP_REGISTRY
 from open_r1_egsw.methods.egsw import ENTROPY_NORMALIZATIONS, GRANULARITY_REGISTRY, WEIGHT_SCALES
 
 # TRL loss types whose per-token loss is the clipped surrogate -min(r A, clip(r) A), so that a non-negative weight
 # on the advantage equals a weight on the per-token loss (METHOD.md section 1).
 EGSW_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-ENTROPY_CLIPS = ("none", "clip_b", "clip_v")
-ENTROPY_CLIP_DEFAULT_MU = {"clip_b": 2.5, "clip_v": 8.5}
+ENTROPY_CLIPS = ("none", *CLIP_REGISTRY)
+ENTROPY_CLIP_DEFAULT_MU = {name: rule.default_mu for name, rule in CLIP_REGISTRY.items()}
 CONTROLLER_TARGETS = ("none", "entropy", "ess")
 CONTROLLER_PARAMS = ("alpha", "temperature")
 
@@ -44,7 +45,7 @@ class EGSWConfig(trl.GRPOConfig):
     r"""
     [`trl.GRPOConfig`] plus Entropy-Guided Sequence Weighting (arXiv 2503.22456) and entropy-discriminator clipping
     (arXiv 2602.03392). Only the fields below are new; every GRPOConfig field keeps its meaning. The formulas are
-    in egsw.py and entropy_dynamics.py; `tests/test_configs.py` checks that this docstring and the fields agree.
+    in methods/ (egsw.py, clipping.py); `tests/test_configs.py` checks that this docstring and the fields agree.
 
     Parameters:
         > Parameters that control EGSW
