@@ -50,21 +50,40 @@ def build(point: dict, setting: str, tokenizer_dir: Path, data_dir: Path, out_di
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
     config = Qwen2Config(
-        vocab_size=point["vocab"], hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=point["vocab"],
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = Qwen2ForCausalLM(config)
     dataset = to_prompt_dataset(load_dataset_any(str(data_dir))["train"].select(range(256)), "problem", SYSTEM_PROMPT)
     length, group = point["length"], point["group"]
     args = EGSWConfig(
-        output_dir=out_dir, per_device_train_batch_size=2 * group, num_generations=group,
-        max_completion_length=length, generation_kwargs={"min_new_tokens": length}, learning_rate=0.0,
-        loss_type="grpo", beta=0.0, report_to="none", bf16=False, seed=0, disable_tqdm=True,
-        steps_per_generation=2 if setting == "trl-forward" else None, entropy_clip_max_frac=1e-4,
-    )  # fmt: skip
-    return EGSWTrainer(model=model, reward_funcs=[length_reward], args=args, train_dataset=dataset,
-                       processing_class=tokenizer)  # fmt: skip
+        output_dir=out_dir,
+        per_device_train_batch_size=2 * group,
+        num_generations=group,
+        max_completion_length=length,
+        generation_kwargs={"min_new_tokens": length},
+        learning_rate=0.0,
+        loss_type="grpo",
+        beta=0.0,
+        report_to="none",
+        bf16=False,
+        seed=0,
+        disable_tqdm=True,
+        steps_per_generation=2 if setting == "trl-forward" else None,
+        entropy_clip_max_frac=1e-4,
+    )
+    return EGSWTrainer(
+        model=model, reward_funcs=[length_reward], args=args, train_dataset=dataset, processing_class=tokenizer
+    )
 
 
 def grid(args) -> list[tuple[str, dict]]:
@@ -116,14 +135,18 @@ def main() -> None:
     args = parser.parse_args()
     assets = Path(args.assets)
     if not (assets / "base-model" / "tokenizer.json").is_file():
-        print(f"error: {assets}/base-model/tokenizer.json not found: run `python -m open_r1_egsw.experiments.embedded` first",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {assets}/base-model/tokenizer.json not found: run `python -m open_r1_egsw.experiments.embedded` first",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     command = shlex.join(["python", *sys.argv])
     methods = ["grpo", *args.methods]
     rows = []
-    print(f"{'axis':7} {'T':>5} {'G':>3} {'V':>7} {'method':8} {'time ratio':>10} {'memory ratio':>12} "
-          f"{'extra MiB':>9} {'GRPO step (s)':>13}  load")  # fmt: skip
+    print(
+        f"{'axis':7} {'T':>5} {'G':>3} {'V':>7} {'method':8} {'time ratio':>10} {'memory ratio':>12} "
+        f"{'extra MiB':>9} {'GRPO step (s)':>13}  load"
+    )
     for axis, point in grid(args):
         with tempfile.TemporaryDirectory() as tmp:
             trainer = build(point, args.setting, assets / "base-model", assets / "data", tmp)
@@ -135,16 +158,25 @@ def main() -> None:
         for method in args.methods:
             rec = records[method]
             row = {
-                "axis": axis, "point": point, "method": method, "setting": args.setting, "steps": args.steps,
+                "axis": axis,
+                "point": point,
+                "method": method,
+                "setting": args.setting,
+                "steps": args.steps,
                 "step_time_ratio": round(statistics.median(t / g for t, g in zip(rec["time"], grpo["time"])), 4),
                 "peak_memory_ratio": round(statistics.median(p / g for p, g in zip(rec["peak"], grpo["peak"])), 4),
                 "extra_peak_mib": round(statistics.median(rec["peak"]) - statistics.median(grpo["peak"]), 1),
-                "grpo_step_s": round(statistics.median(grpo["time"]), 4), "load_average": load, "command": command,
-            }  # fmt: skip
+                "grpo_step_s": round(statistics.median(grpo["time"]), 4),
+                "load_average": load,
+                "command": command,
+            }
             rows.append(row)
-            print(f"{axis:7} {point['length']:5} {point['group']:3} {point['vocab']:7} {method:8} "
-                  f"{row['step_time_ratio']:10.3f} {row['peak_memory_ratio']:12.3f} {row['extra_peak_mib']:9.1f} "
-                  f"{row['grpo_step_s']:13.3f}  {load}  ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"{axis:7} {point['length']:5} {point['group']:3} {point['vocab']:7} {method:8} "
+                f"{row['step_time_ratio']:10.3f} {row['peak_memory_ratio']:12.3f} {row['extra_peak_mib']:9.1f} "
+                f"{row['grpo_step_s']:13.3f}  {load}  ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -75,19 +75,43 @@ def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
     from open_r1_egsw.training.configs import EGSWConfig, GRPOScriptArguments
 
     argv = [
-        "--config", str(RECIPES[name]), "--model_name_or_path", str(assets / "sft-model"),
-        "--dataset_name", str(assets / "data"), "--output_dir", str(out / name), "--overwrite_output_dir", "true",
-        "--bf16", "true", "--use_vllm", "false", "--max_steps", str(steps), "--logging_steps", "1",
-        "--warmup_steps", "0", "--eval_accuracy_samples", "0", "--save_strategy", "no", "--report_to", "none",
-    ]  # fmt: skip
+        "--config",
+        str(RECIPES[name]),
+        "--model_name_or_path",
+        str(assets / "sft-model"),
+        "--dataset_name",
+        str(assets / "data"),
+        "--output_dir",
+        str(out / name),
+        "--overwrite_output_dir",
+        "true",
+        "--bf16",
+        "true",
+        "--use_vllm",
+        "false",
+        "--max_steps",
+        str(steps),
+        "--logging_steps",
+        "1",
+        "--warmup_steps",
+        "0",
+        "--eval_accuracy_samples",
+        "0",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+    ]
     script_args, training_args, model_args = parse_recipe_args((GRPOScriptArguments, EGSWConfig, ModelConfig), argv)
     trainer, _ = build_trainer(script_args, training_args, model_args)
     device = trainer.accelerator.device
     check(device.type == "cuda", f"{name}: the trainer runs on {device}, not CUDA")
     check(chunked._use_triton(device), f"{name}: TRL's Triton fused head is not in use (is triton installed?)")
     check(trainer.args.bf16, f"{name}: bf16 is off")
-    check(trainer.args.gradient_accumulation_steps == 1 and trainer.args.steps_per_generation == 1,
-          f"{name}: the loss check needs one optimizer step per generation batch")  # fmt: skip
+    check(
+        trainer.args.gradient_accumulation_steps == 1 and trainer.args.steps_per_generation == 1,
+        f"{name}: the loss check needs one optimizer step per generation batch",
+    )
     need = trainer._needed_stats()
     check(not need or trainer._stats_source() == "generation", f"{name}: source {trainer._stats_source()}")
 
@@ -147,12 +171,22 @@ def run_recipe(name: str, assets: Path, out: Path, steps: int) -> dict:
     check(layer_dtypes and all(d == torch.bfloat16 for d in layer_dtypes), f"{name}: forward not in bf16")
     check(len(losses) == steps and all(math.isfinite(x) for x in losses), f"{name}: losses {losses}")
     check("after" in first, f"{name}: every generation batch had equal rewards in each group: no gradient")
-    check(first["after"] < first["before"],
-          f"{name}: the first batch's surrogate did not fall ({first['before']:.6g} -> {first['after']:.6g})")  # fmt: skip
+    check(
+        first["after"] < first["before"],
+        f"{name}: the first batch's surrogate did not fall ({first['before']:.6g} -> {first['after']:.6g})",
+    )
     check(not need or compared == steps, f"{name}: {compared} of {steps} generation batches compared")
-    return {"recipe": name, "steps": steps, "seconds": round(time.monotonic() - started, 1),
-            "statistics": sorted(need), "batches_compared": compared, "max_abs_diff": worst,
-            "surrogate_before": first["before"], "surrogate_after": first["after"], "losses": losses}  # fmt: skip
+    return {
+        "recipe": name,
+        "steps": steps,
+        "seconds": round(time.monotonic() - started, 1),
+        "statistics": sorted(need),
+        "batches_compared": compared,
+        "max_abs_diff": worst,
+        "surrogate_before": first["before"],
+        "surrogate_after": first["after"],
+        "losses": losses,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=["egsw", "clip_v", "grpo"])
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print(f"gpu_check: error: no CUDA device (torch {torch.__version__}, CUDA {torch.version.cuda})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"gpu_check: error: no CUDA device (torch {torch.__version__}, CUDA {torch.version.cuda})", file=sys.stderr
+        )
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -172,16 +207,21 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.recipes:
             results.append(run_recipe(name, args.assets, args.out, args.steps))
             r = results[-1]
-            print(f"gpu_check: {name}: PASS ({r['steps']} steps, {r['seconds']} s; {r['batches_compared']} batches "
-                  f"compared, max |diff| {r['max_abs_diff']}; surrogate {r['surrogate_before']:.5g} -> "
-                  f"{r['surrogate_after']:.5g})", flush=True)  # fmt: skip
+            print(
+                f"gpu_check: {name}: PASS ({r['steps']} steps, {r['seconds']} s; {r['batches_compared']} batches "
+                f"compared, max |diff| {r['max_abs_diff']}; surrogate {r['surrogate_before']:.5g} -> "
+                f"{r['surrogate_after']:.5g})",
+                flush=True,
+            )
     except CheckFailed as err:
         print(f"gpu_check: FAIL: {err}", file=sys.stderr)
         return 1
     finally:
-        (args.out / "gpu_check.json").write_text(json.dumps({"device": torch.cuda.get_device_name(0),
-                                                             "torch": torch.__version__, "results": results},
-                                                            indent=1))  # fmt: skip
+        (args.out / "gpu_check.json").write_text(
+            json.dumps(
+                {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "results": results}, indent=1
+            )
+        )
     return 0
 
 

@@ -54,8 +54,10 @@ def rewards_of(script_args, training_args, rows, texts, completion_ids, prompts)
     golds = {key: [row[key] for row in rows] for key in ("solution", "answer") if key in rows[0]}
     total, means = torch.zeros(len(texts), dtype=torch.float64), {}
     for name, func, weight in zip(script_args.reward_funcs, funcs, weights, strict=True):
-        values = torch.tensor([0.0 if v is None else v for v in func(texts, completion_ids=completion_ids,
-                                                                      prompts=prompts, **golds)], dtype=torch.float64)  # fmt: skip
+        values = torch.tensor(
+            [0.0 if v is None else v for v in func(texts, completion_ids=completion_ids, prompts=prompts, **golds)],
+            dtype=torch.float64,
+        )
         total += weight * values
         means[name] = values.mean().item()
     return total, means
@@ -96,14 +98,20 @@ def run(args) -> dict:
     rows = load_rows(data_dir, args.split)[: args.prompts]
     if len(rows) < args.prompts:
         raise ValueError(f"--prompts {args.prompts}: the {args.split} split of {data_dir} has {len(rows)} rows")
-    prompts = [tokenizer.apply_chat_template(conversation_prompt(row[script_args.dataset_prompt_column],
-                                                                 script_args.system_prompt),
-                                             tokenize=False, add_generation_prompt=True) for row in rows]  # fmt: skip
+    prompts = [
+        tokenizer.apply_chat_template(
+            conversation_prompt(row[script_args.dataset_prompt_column], script_args.system_prompt),
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for row in rows
+    ]
     stop = [tokenizer.convert_tokens_to_ids(token) for token in script_args.stop_tokens]
     eos_ids = list(dict.fromkeys([tokenizer.eos_token_id, *stop]))
     torch.manual_seed(args.seed)
-    prompt_ids, completions, mask = sample(model, tokenizer, prompts, g, max_new_tokens, temperature, eos_ids,
-                                           args.prompts_per_call)  # fmt: skip
+    prompt_ids, completions, mask = sample(
+        model, tokenizer, prompts, g, max_new_tokens, temperature, eos_ids, args.prompts_per_call
+    )
     sampled = time.time()
     stats = score(model, prompt_ids, completions, temperature)
     scored = time.time()
@@ -117,25 +125,51 @@ def run(args) -> dict:
     advantages = group_advantages(rewards.float(), g)
     ended = torch.tensor([bool(seq) and seq[-1] in eos_ids for seq in ids])
     vocab = model.config.get_text_config().vocab_size
-    result = measure(rewards, advantages, mask, ended, stats, g, vocab, training_args.learning_rate,
-                     training_args.loss_type, max_new_tokens, step_rows)  # fmt: skip
+    result = measure(
+        rewards,
+        advantages,
+        mask,
+        ended,
+        stats,
+        g,
+        vocab,
+        training_args.learning_rate,
+        training_args.loss_type,
+        max_new_tokens,
+        step_rows,
+    )
     return {
         "command": "python scripts/real_model_batches.py " + shlex.join(args.argv),
-        "recipe": str(args.recipe), "model": str(model_dir), "data": f"{data_dir} ({args.split}, first rows)",
-        "prompts": args.prompts, "num_generations": g, "max_new_tokens": max_new_tokens, "temperature": temperature,
-        "seed": args.seed, "step_rows": step_rows, "learning_rate": training_args.learning_rate,
-        "loss_type": training_args.loss_type, "reward_funcs": script_args.reward_funcs,
+        "recipe": str(args.recipe),
+        "model": str(model_dir),
+        "data": f"{data_dir} ({args.split}, first rows)",
+        "prompts": args.prompts,
+        "num_generations": g,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "seed": args.seed,
+        "step_rows": step_rows,
+        "learning_rate": training_args.learning_rate,
+        "loss_type": training_args.loss_type,
+        "reward_funcs": script_args.reward_funcs,
         "reward_weights": training_args.reward_weights,
         "sampler": "transformers generate, float32, full distribution (top_k 0, top_p 1)",
-        "versions": versions(), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "wall_time_s": {"sampling": round(sampled - started, 1), "forward": round(scored - sampled, 1),
-                        "total": round(time.time() - started, 1)},
-        "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
-                                "after": [round(x, 2) for x in os.getloadavg()]},
+        "versions": versions(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "wall_time_s": {
+            "sampling": round(sampled - started, 1),
+            "forward": round(scored - sampled, 1),
+            "total": round(time.time() - started, 1),
+        },
+        "load_average_1_5_15": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in os.getloadavg()],
+        },
         **result,
         "reward_means": reward_means,
         "examples": texts[:g],
-    }  # fmt: skip
+    }
 
 
 def render_markdown(real: dict, demo: dict) -> str:
@@ -147,56 +181,91 @@ def render_markdown(real: dict, demo: dict) -> str:
     e = real["egsw"]
     at = {norm: e[f"alpha0.8_P1.0_{norm}"] for norm in ("log_vocab", "nats")}
     rows = [
-        ("vocabulary |V| (log |V|)", f"{demo['vocab_size']} ({demo['log_vocab']:.2f})",
-         f"{real['vocab_size']} ({real['log_vocab']:.2f})"),
+        (
+            "vocabulary |V| (log |V|)",
+            f"{demo['vocab_size']} ({demo['log_vocab']:.2f})",
+            f"{real['vocab_size']} ({real['log_vocab']:.2f})",
+        ),
         ("mean token entropy, nats", f(demo["mean_token_entropy_nats"]), f(real["entropy"]["mean_nats"])),
         ("... divided by log |V|", f(demo["mean_token_entropy_normalized"]), f(real["entropy"]["mean_normalized"])),
-        ("entropy spread within a group, nats", f(demo["entropy_spread_within_group_nats"]),
-         f(real["entropy"]["spread_within_group_nats"])),
+        (
+            "entropy spread within a group, nats",
+            f(demo["entropy_spread_within_group_nats"]),
+            f(real["entropy"]["spread_within_group_nats"]),
+        ),
         ("mean completion length, tokens", f(demo["length_mean"]), f(real["length_mean"])),
         ("sampled accuracy (accuracy reward)", f(demo["sampled_accuracy"]), f(real["reward_means"].get("accuracy"))),
-        ("groups with reward variance", f(demo["groups_with_reward_variance"]), f(real["groups_with_reward_variance"])),
-        ("mean abs(w(0.8) - w(0)), P = 1, log_vocab", f(demo["weights_log_vocab"]["mean_abs_diff_alpha0.8_vs_0"]),
-         f(at["log_vocab"]["mean_abs_diff_vs_alpha0"])),
-        ("mean abs(w(0.8) - w(0)), P = 1, nats", f(demo["weights_nats"]["mean_abs_diff_alpha0.8_vs_0"]),
-         f(at["nats"]["mean_abs_diff_vs_alpha0"])),
-        ("ESS alpha 0 / 0.8, P = 1, log_vocab",
-         f"{f(demo['weights_log_vocab']['ess_alpha0'])} / {f(demo['weights_log_vocab']['ess_alpha0.8'])}",
-         f"{f(at['log_vocab']['ess_alpha0'])} / {f(at['log_vocab']['ess'])}"),
-        ("ESS alpha 0 / 0.8, P = 1, nats",
-         f"{f(demo['weights_nats']['ess_alpha0'])} / {f(demo['weights_nats']['ess_alpha0.8'])}",
-         f"{f(at['nats']['ess_alpha0'])} / {f(at['nats']['ess'])}"),
-    ]  # fmt: skip
+        (
+            "groups with reward variance",
+            f(demo["groups_with_reward_variance"]),
+            f(real["groups_with_reward_variance"]),
+        ),
+        (
+            "mean abs(w(0.8) - w(0)), P = 1, log_vocab",
+            f(demo["weights_log_vocab"]["mean_abs_diff_alpha0.8_vs_0"]),
+            f(at["log_vocab"]["mean_abs_diff_vs_alpha0"]),
+        ),
+        (
+            "mean abs(w(0.8) - w(0)), P = 1, nats",
+            f(demo["weights_nats"]["mean_abs_diff_alpha0.8_vs_0"]),
+            f(at["nats"]["mean_abs_diff_vs_alpha0"]),
+        ),
+        (
+            "ESS alpha 0 / 0.8, P = 1, log_vocab",
+            f"{f(demo['weights_log_vocab']['ess_alpha0'])} / {f(demo['weights_log_vocab']['ess_alpha0.8'])}",
+            f"{f(at['log_vocab']['ess_alpha0'])} / {f(at['log_vocab']['ess'])}",
+        ),
+        (
+            "ESS alpha 0 / 0.8, P = 1, nats",
+            f"{f(demo['weights_nats']['ess_alpha0'])} / {f(demo['weights_nats']['ess_alpha0.8'])}",
+            f"{f(at['nats']['ess_alpha0'])} / {f(at['nats']['ess'])}",
+        ),
+    ]
     lines = [
-        f"# The methods on real-model batches ({real['model']})", "",
+        f"# The methods on real-model batches ({real['model']})",
+        "",
         f"`{real['command']}`: {real['prompts']} prompts x {real['num_generations']} completions, temperature "
         f"{real['temperature']}, <= {real['max_new_tokens']} tokens, seed {real['seed']}; {real['sampler']}. Wall "
         f"time {real['wall_time_s']['total']} s (sampling {real['wall_time_s']['sampling']} s, forward "
         f"{real['wall_time_s']['forward']} s) at load average {real['load_average_1_5_15']['before'][0]} -> "
         f"{real['load_average_1_5_15']['after'][0]} on {real['cpu_count']} cores. Demo column: "
-        f"{DEMO_TABLE} ({demo['prompts']} prompts x {demo['num_generations']}).", "",
-        "| | demo task warm start (tiny, trained from scratch) | real pretrained model |", "| --- | --- | --- |",
-        *[f"| {name} | {a} | {b} |" for name, a, b in rows], "",
+        f"{DEMO_TABLE} ({demo['prompts']} prompts x {demo['num_generations']}).",
+        "",
+        "| | demo task warm start (tiny, trained from scratch) | real pretrained model |",
+        "| --- | --- | --- |",
+        *[f"| {name} | {a} | {b} |" for name, a, b in rows],
+        "",
         "EGSW at the paper's settings and the demo's, on the real batch (P: softmax temperature; dH: the trainer's "
         f"predicted first-order entropy change per token of one step at lr {real['learning_rate']:g}, "
-        f"{real['step_rows']} completions a step, nats; GRPO: {f(real['predicted_dH_grpo'])}):", "",
+        f"{real['step_rows']} completions a step, nats; GRPO: {f(real['predicted_dH_grpo'])}):",
+        "",
         "| alpha, P, entropy | mean abs(w - w(0)) | ESS (alpha 0) | std of alpha H / P | std of A / P | dH EGSW "
-        "| dH w(0) |", "| --- | --- | --- | --- | --- | --- | --- |",
-    ]  # fmt: skip
+        "| dH w(0) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for v in e.values():
-        lines.append(f"| {v['alpha']}, {v['P']}, {v['entropy']} | {f(v['mean_abs_diff_vs_alpha0'])} | {f(v['ess'])} "
-                     f"({f(v['ess_alpha0'])}) | {f(v['logit_std_entropy_term'])} | {f(v['logit_std_advantage_term'])} "
-                     f"| {f(v['predicted_dH'])} | {f(v['predicted_dH_alpha0'])} |")  # fmt: skip
-    lines += ["", "Clipping at the paper's mu (Clip_V: max_frac 1e-4, at least one token when a candidate exists); "
-              "first-drop mu: the largest mu at which the rule would still find a candidate (per step: the largest "
-              f"over the {real['prompts'] * real['num_generations'] // real['step_rows']} steps):", "",
-              "| rule | dropped per step (share of valid tokens) | dropped over the whole batch | candidates before "
-              "the cap | first-drop mu, per step / whole batch | dH |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines.append(
+            f"| {v['alpha']}, {v['P']}, {v['entropy']} | {f(v['mean_abs_diff_vs_alpha0'])} | {f(v['ess'])} "
+            f"({f(v['ess_alpha0'])}) | {f(v['logit_std_entropy_term'])} | {f(v['logit_std_advantage_term'])} "
+            f"| {f(v['predicted_dH'])} | {f(v['predicted_dH_alpha0'])} |"
+        )
+    lines += [
+        "",
+        "Clipping at the paper's mu (Clip_V: max_frac 1e-4, at least one token when a candidate exists); "
+        "first-drop mu: the largest mu at which the rule would still find a candidate (per step: the largest "
+        f"over the {real['prompts'] * real['num_generations'] // real['step_rows']} steps):",
+        "",
+        "| rule | dropped per step (share of valid tokens) | dropped over the whole batch | candidates before "
+        "the cap | first-drop mu, per step / whole batch | dH |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, c in real["clip"].items():
         step, first = c["per_step"], c["mu_to_first_drop"]
-        lines.append(f"| {name} (mu {c['mu']}) | {step['dropped']} tokens ({f(step['dropped_share'])}) | "
-                     f"{c['whole_batch_dropped']} of {real['tokens']} | {c.get('whole_batch_candidates', '-')} | "
-                     f"{f(first['per_step_max'])} / {f(first['whole_batch'])} | {f(step['predicted_dH'])} |")  # fmt: skip
+        lines.append(
+            f"| {name} (mu {c['mu']}) | {step['dropped']} tokens ({f(step['dropped_share'])}) | "
+            f"{c['whole_batch_dropped']} of {real['tokens']} | {c.get('whole_batch_candidates', '-')} | "
+            f"{f(first['per_step_max'])} / {f(first['whole_batch'])} | {f(step['predicted_dH'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
