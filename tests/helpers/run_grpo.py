@@ -19,7 +19,8 @@ import sys
 
 from transformers import TrainerCallback
 
-from open_r1_egsw import grpo, rewards
+from open_r1_egsw import grpo
+from open_r1_egsw.training import rewards
 from open_r1_egsw.training.configs import EGSWConfig
 
 
