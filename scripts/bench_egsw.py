@@ -47,6 +47,7 @@ import argparse
 import functools
 import json
 import os
+import random
 import shlex
 import statistics
 import subprocess
@@ -187,6 +188,13 @@ def alternate(
     return records
 
 
+def median_interval(ratios: list[float], resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of the median of the per-batch ratios (batches resampled, fixed seed)."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return [round(medians[int(0.025 * resamples)], 4), round(medians[int(0.975 * resamples) - 1], 4)]
+
+
 def summarise(records: dict, setting: str, steps: int, command: str, load: str) -> list[dict]:
     """One record per method: medians of the per-batch ratios against GRPO on the same batch."""
     grpo = records["grpo"]
@@ -207,6 +215,7 @@ def summarise(records: dict, setting: str, steps: int, command: str, load: str) 
                     "method": label,
                     "setting": setting,
                     "step_time_ratio": round(statistics.median(t / g for t, g in zip(times, grpo["time"])), 4),
+                    "step_time_ratio_ci95": median_interval([t / g for t, g in zip(times, grpo["time"])]),
                     "cpu_time_ratio": round(statistics.median(c / g for c, g in zip(cpus, grpo["cpu"])), 4),
                     "own_code_share": round(statistics.median(o / g for o, g in zip(owns, grpo["time"])), 4),
                     "peak_memory_ratio": round(statistics.median(p / g for p, g in zip(rec["peak"], grpo["peak"])), 4),
@@ -243,13 +252,14 @@ def run_setting(args: argparse.Namespace) -> None:
 
 def print_table(rows: list[dict]) -> None:
     print(
-        f"{'setting':14} {'method':34} {'GRPO step (s)':>13} {'method (s)':>10} {'time ratio':>10} "
+        f"{'setting':14} {'method':34} {'GRPO step (s)':>13} {'method (s)':>10} {'time ratio':>10} {'95% interval':>15} "
         f"{'CPU ratio':>9} {'own code':>8} {'memory ratio':>12}  load (1/5/15 min)"
     )
     for r in rows:
         print(
             f"{r['setting']:14} {r['method']:34} {r['grpo_step_s']:13.4f} {r['method_step_s']:10.4f} "
-            f"{r['step_time_ratio']:10.3f} {r['cpu_time_ratio']:9.3f} {r['own_code_share']:8.3f} "
+            f"{r['step_time_ratio']:10.3f} {'[{:.3f}, {:.3f}]'.format(*r['step_time_ratio_ci95']):>15} "
+            f"{r['cpu_time_ratio']:9.3f} {r['own_code_share']:8.3f} "
             f"{r['peak_memory_ratio']:12.3f}  "
             f"{r['load_average']}"
         )
