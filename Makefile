@@ -93,7 +93,8 @@ smollm2: $(STAMP_SMOLLM2)
 real-model-batches: smollm2
 	$(PY) scripts/real_model_batches.py --out docs/results/real_model/real_model_batches.json $(ARGS)
 
-# Every method against GRPO, alternated in one run, four settings (docs/performance.md) -> reports/bench/bench.json
+# Every method against GRPO (and GRPO against itself), alternated in one run, five settings, one of them 2 processes
+# (docs/performance.md; ARGS="--settings ddp-2 --runs 5" pools 5 fresh runs) -> reports/bench/bench.json
 bench: $(STAMP)
 	$(PY) -m open_r1_egsw.experiments.embedded --warm-start
 	$(PY) scripts/bench_egsw.py $(ARGS)

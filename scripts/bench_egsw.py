@@ -3,14 +3,16 @@
     make bench                                  # the tiny recipe on CPU, every method, four settings
     python scripts/bench_egsw.py --steps 12 --warmup 2 [--settings aligned trl-forward] [--extra "--key value"]
 
-Methods: GRPO, EGSW, Clip_B, Clip_V, EGSW+Clip_B and `log_entropy_dynamics`. Each setting runs in its own process,
+Methods: GRPO, EGSW, Clip_B, Clip_V, EGSW+Clip_B and `log_entropy_dynamics`, and `grpo_control`: GRPO once more as
+its own arm, whose ratio to GRPO (an A/A comparison, 1 in expectation) shows how far identical work scatters in this
+setting on this machine. Each setting runs in its own process,
 which builds one EGSWTrainer from `--recipe` at learning rate 0 and, on every generation batch, runs one step of
 each method in turn (the order rotates from batch to batch), switching the method's config flags in place: GRPO is
 the trainer with every method off, which is TRL's GRPOTrainer exactly (tests/test_trainer.py::test_egsw_off_is_trl).
 A step is generation + scoring (+ the method's statistics, gather, weights/masks) + loss + backward. At learning
 rate 0 the policy never moves, so all methods sample from the same distribution and the ratios measure the
 methods' own cost. Each method's step on a batch runs `--repeats` times on identical work (same seed, same
-completions) and its time is the fastest repeat, which removes one-off interference from other processes (as
+completions; not in vllm-colocate, where TRL seeds vLLM's sampler once per process) and its time is the fastest repeat, which removes one-off interference from other processes (as
 `timeit` does). Per method, the step-time ratio is the median over batches of (method step / GRPO step on the
 same batch) after `--warmup` batches, and the peak-memory ratio the median of the per-step peak RSS ratios (the
 kernel's high-water mark, reset before each step through /proc/self/clear_refs).
@@ -30,6 +32,11 @@ Settings, i.e. where the statistics come from (src/open_r1_egsw/training/token_s
 The diagnostics' measured entropy change needs one forward of the updated policy after the step, by definition:
 it is timed apart and reported as the method `log_entropy_dynamics+measured_dH`.
 
+`--runs N` runs each setting N times in fresh processes (the same batches) and pools them: the median over every
+batch of every run, and a 95% bootstrap interval that resamples runs and then batches within them
+(`step_time_ratio_ci95`), so a bias shared by one process's batches (memory layout, core placement) widens it;
+`run_step_time_ratios` lists each run's median.
+
 The CPU-time ratio is the same median over batches of the process's CPU time (`time.process_time`, rank 0's): it
 leaves out time spent waiting for a core or for the other rank; the step-time (wall) ratio is what a user waits for,
 and needs an idle machine. Both are differences of two noisy step times. The own-code share is not: the wall time
@@ -39,8 +46,8 @@ batches. Where the rest of the step is the same work in both arms, step-time rat
 trl-forward the E_p[S] capture runs inside TRL's forward and is not in it; the extra forward of extra-forward is.)
 
 Writes reports/bench/bench.json: a list of {"method", "setting", "step_time_ratio", "peak_memory_ratio", "steps",
-"command"} (plus the CPU-time ratio, the own-code share, the two medians in seconds and the load average while the
-setting ran).
+"command"} (plus the interval, each run's median, the CPU-time ratio, the own-code share, the two medians in seconds
+and the load average while the setting ran).
 """
 
 import argparse
@@ -62,6 +69,7 @@ sys.path.insert(0, str(ROOT / "src"))
 OFF = {"use_egsw": False, "entropy_clip": "none", "log_entropy_dynamics": False}
 METHODS = {
     "grpo": {},
+    "grpo_control": {},  # GRPO again, as its own arm: its ratio is the setting's noise floor (an A/A comparison)
     "egsw": {"use_egsw": True},
     "clip_b": {"entropy_clip": "clip_b"},
     "clip_v": {"entropy_clip": "clip_v"},
@@ -188,42 +196,58 @@ def alternate(
     return records
 
 
-def median_interval(ratios: list[float], resamples: int = 2000, seed: int = 0) -> list[float]:
-    """95% percentile-bootstrap interval of the median of the per-batch ratios (batches resampled, fixed seed)."""
+def median_interval(runs: list[list[float]], resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of the median of the per-batch ratios of one or more runs: runs resampled,
+    then batches within each drawn run (fixed seed), so a bias shared by a run's batches widens it too."""
     rng = random.Random(seed)
-    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    medians = []
+    for _ in range(resamples):
+        drawn = [rng.choices(run, k=len(run)) for run in rng.choices(runs, k=len(runs))]
+        medians.append(statistics.median(r for run in drawn for r in run))
+    medians.sort()
     return [round(medians[int(0.025 * resamples)], 4), round(medians[int(0.975 * resamples) - 1], 4)]
 
 
-def summarise(records: dict, setting: str, steps: int, command: str, load: str) -> list[dict]:
-    """One record per method: medians of the per-batch ratios against GRPO on the same batch."""
-    grpo = records["grpo"]
+def summarise(runs: list[dict], setting: str, steps: int, command: str, load: str) -> list[dict]:
+    """One record per method: medians of the per-batch ratios against GRPO on the same batch, over every run."""
     rows = []
-    for name, rec in records.items():
+    for name in runs[0]:
         if name == "grpo":
             continue
-        variants = {name: ([t - m for t, m in zip(rec["time"], rec["measured"])], rec["cpu"], rec["own"])}
+        variants = {name: lambda rec: ([t - m for t, m in zip(rec["time"], rec["measured"])], rec["cpu"], rec["own"])}
         if name == "log_entropy_dynamics":
-            variants[name + "+measured_dH"] = (
+            variants[name + "+measured_dH"] = lambda rec: (
                 rec["time"],
                 [c + m for c, m in zip(rec["cpu"], rec["cpu_measured"])],
                 [o + m for o, m in zip(rec["own"], rec["measured"])],
             )
-        for label, (times, cpus, owns) in variants.items():
+        for label, split in variants.items():
+            ratios = {key: [] for key in ("time", "cpu", "own", "peak")}  # per run, per batch
+            times = []
+            for run in runs:
+                grpo, (t, c, o) = run["grpo"], split(run[name])
+                ratios["time"].append([a / g for a, g in zip(t, grpo["time"])])
+                ratios["cpu"].append([a / g for a, g in zip(c, grpo["cpu"])])
+                ratios["own"].append([a / g for a, g in zip(o, grpo["time"])])
+                ratios["peak"].append([a / g for a, g in zip(run[name]["peak"], grpo["peak"])])
+                times.append(t)
+            pooled = {key: [r for run in value for r in run] for key, value in ratios.items()}
             rows.append(
                 {
                     "method": label,
                     "setting": setting,
-                    "step_time_ratio": round(statistics.median(t / g for t, g in zip(times, grpo["time"])), 4),
-                    "step_time_ratio_ci95": median_interval([t / g for t, g in zip(times, grpo["time"])]),
-                    "cpu_time_ratio": round(statistics.median(c / g for c, g in zip(cpus, grpo["cpu"])), 4),
-                    "own_code_share": round(statistics.median(o / g for o, g in zip(owns, grpo["time"])), 4),
-                    "peak_memory_ratio": round(statistics.median(p / g for p, g in zip(rec["peak"], grpo["peak"])), 4),
+                    "step_time_ratio": round(statistics.median(pooled["time"]), 4),
+                    "step_time_ratio_ci95": median_interval(ratios["time"]),
+                    "run_step_time_ratios": [round(statistics.median(run), 4) for run in ratios["time"]],
+                    "cpu_time_ratio": round(statistics.median(pooled["cpu"]), 4),
+                    "own_code_share": round(statistics.median(pooled["own"]), 4),
+                    "peak_memory_ratio": round(statistics.median(pooled["peak"]), 4),
                     "steps": steps,
+                    "runs": len(runs),
                     "command": command,
-                    "grpo_step_s": round(statistics.median(grpo["time"]), 4),
-                    "method_step_s": round(statistics.median(times), 4),
-                    "grpo_peak_rss_mib": round(statistics.median(grpo["peak"])),
+                    "grpo_step_s": round(statistics.median(t for run in runs for t in run["grpo"]["time"]), 4),
+                    "method_step_s": round(statistics.median(t for run in times for t in run), 4),
+                    "grpo_peak_rss_mib": round(statistics.median(p for run in runs for p in run["grpo"]["peak"])),
                     "load_average": load,
                 }
             )
@@ -243,11 +267,9 @@ def run_setting(args: argparse.Namespace) -> None:
             trainer._stats_source = lambda: "extra-forward"
         methods = list(METHODS) if args.methods is None else ["grpo", *args.methods]
         overrides = {"entropy_clip_max_frac": args.clip_v_max_frac}
-        start = load_average()
         records = alternate(trainer, methods, args.steps, args.warmup, args.repeats, overrides)
-    rows = summarise(records, args.setting, args.steps, args.command, f"{start} -> {load_average()}")
     if trainer.accelerator.is_main_process:
-        Path(args.records).write_text(json.dumps(rows))
+        Path(args.records).write_text(json.dumps(records))
 
 
 def print_table(rows: list[dict]) -> None:
@@ -273,6 +295,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed generation batches per setting")
     parser.add_argument("--warmup", type=int, default=2, help="batches dropped at the start of every setting")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each method on each batch; the fastest counts")
+    parser.add_argument("--runs", type=int, default=1, help="fresh processes per setting, pooled (same batches)")
     parser.add_argument("--clip-v-max-frac", type=float, default=1e-4, help="as recipes/tiny/clip_v")
     parser.add_argument("--extra", default="", help="extra grpo.py flags for every setting, e.g. '--use_cpu true'")
     parser.add_argument("--out", default="reports/bench/bench.json")
@@ -288,18 +311,19 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings:
-            records = Path(tmp) / f"{setting}.json"
             launcher = [sys.executable]
             if setting in PROCESSES:  # PITFALLS: --multi_gpu with use_cpu, or accelerate silently runs one process
                 ddp = ["--config_file", str(ROOT / "recipes/accelerate_configs/ddp_cpu.yaml"), "--multi_gpu"]
                 ports = ["--num_processes", str(PROCESSES[setting]), "--main_process_port", "29541"]
                 launcher += ["-m", "accelerate.commands.launch", *ddp, *ports]
-            ours = ["--setting", setting, "--records", str(records), "--command", command]
-            child = [*launcher, __file__, *ours, *sys.argv[1:]]
-            start = time.perf_counter()
-            if subprocess.run(child, env=env).returncode != 0:  # its log goes to this process's stderr
-                raise SystemExit(f"error: setting {setting} failed (its log is above)")
-            rows += json.loads(records.read_text())
+            runs, start, load = [], time.perf_counter(), load_average()
+            for run in range(args.runs):
+                records = Path(tmp) / f"{setting}-{run}.json"
+                ours = ["--setting", setting, "--records", str(records), "--command", command]
+                if subprocess.run([*launcher, __file__, *ours, *sys.argv[1:]], env=env).returncode != 0:
+                    raise SystemExit(f"error: setting {setting} failed (its log is above)")
+                runs.append(json.loads(records.read_text()))
+            rows += summarise(runs, setting, args.steps, command, f"{load} -> {load_average()}")
             print(f"{setting}: {time.perf_counter() - start:.0f} s", flush=True)
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -202,6 +202,41 @@ def test_token_statistics_from_each_source_equal_a_plain_forward(tiny_assets, tm
         torch.testing.assert_close(value[mask], reference[key][mask], atol=1e-5, rtol=1e-5, msg=key)
 
 
+def test_generation_recorder_reduces_steps_in_blocks_without_changing_a_value(tiny_assets):
+    """The generation hook keeps decoding steps and reduces them k at a time (k from its fp32 work-space budget):
+    k = 1, 3 and all steps give the same statistics (bitwise) and equal a plain forward of the sampled sequence (1e-5),
+    including the last step, whose token comes from the returned ids."""
+    from open_r1_egsw.training.token_stats import GenerationRecorder
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_assets.base_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_assets.base_model, padding_side="left")
+    prompts = tokenizer(["1 + 1 =", "What is 12 - 5?", "3 * 4", "9"], return_tensors="pt", padding=True)
+    steps, temperature = 10, 0.1  # 0.1: p far from uniform, S and E_p[S] not ~1e-3
+    step_bytes = 4 * model.config.vocab_size * 4 * GenerationRecorder._FP32_COPIES  # B x V x fp32 x copies
+    results = {}
+    for budget, blocks in ((0, steps), (3 * step_bytes, 4), (10**12, 1)):
+        recorder = GenerationRecorder(temperature, ("entropy", "logp", "S_baseline"), budget_bytes=budget)
+        handle = recorder.register(model)
+        torch.manual_seed(0)
+        out = model.generate(**prompts, do_sample=True, temperature=temperature, top_k=0, max_new_tokens=steps,
+                             min_new_tokens=steps, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        handle.remove()
+        completion = out[:, prompts["input_ids"].size(1) :]
+        assert completion.size(1) == steps
+        results[budget] = recorder.result(completion)
+        assert len(recorder.blocks) == blocks
+    one_by_one = results[0]
+    for stats in results.values():
+        assert stats.keys() == one_by_one.keys() and all(torch.equal(stats[k], one_by_one[k]) for k in stats)
+    with torch.no_grad():
+        logits = model(input_ids=out, attention_mask=torch.cat([prompts["attention_mask"],
+                                                                torch.ones_like(completion)], 1)).logits  # fmt: skip
+    reference = token_statistics(logits[:, -steps - 1 : -1], completion, temperature=temperature)
+    assert reference["S_baseline"].abs().mean() > 0.05
+    for key in ("entropy", "logp", "S_baseline"):
+        torch.testing.assert_close(one_by_one[key], reference[key], atol=1e-5, rtol=1e-5, msg=key)
+
+
 def test_fused_head_capture_in_the_compact_layout(tiny_assets, tmp_path, monkeypatch):
     """On Triton devices TRL's fused head scores only the valid positions (compact rows, scattered back): E_p[S]
     from that layout equals the plain forward too. Only TRL's layout decision is replaced (no Triton on CPU)."""

@@ -3,7 +3,7 @@
 `select_source` picks the first that applies (docs/METHOD.md, "Where the statistics come from"): "trl-forward",
 TRL's own old-logps policy forward (`FusedHeadCapture`); "generation", the logits `model.generate` computes while
 sampling (`GenerationRecorder`); otherwise "extra-forward", one more no-grad forward under `FusedHeadCapture`.
-Nothing holds a (B, T, V) tensor.
+No source holds more than a bounded slice of (B, T, V).
 """
 
 from __future__ import annotations
@@ -38,46 +38,66 @@ def complete(stats: dict[str, torch.Tensor], need: tuple[str, ...]) -> dict[str,
 
 
 class GenerationRecorder:
-    """Source "generation": a forward hook on the causal LM turns each decoding step's (B, V) logits into
-    `next_token_moments`, and reads log p_k once the sampled token is known (the next step's input, or the returned
-    completion ids for the last step). Use `register(causal_lm)` around the generation call, then `result`.
+    """Source "generation": a forward hook on the causal LM keeps each decoding step's (B, V) logits (the model's own
+    output, which `generate` copies before changing) and the token sampled from them (the next step's input, or the
+    returned completion ids for the last step). Whenever the kept steps would need more than `budget_bytes` of fp32
+    work space, and at the end, they are reduced together: `next_token_moments` and log p_k over (B, k, V) at once,
+    the same values as step by step at a fraction of the calls (per-call overhead dominates small vocabularies). A large
+    vocabulary gives k = 1, one step at a time. Use `register(causal_lm)` around the generation call, then `result`.
     """
 
-    def __init__(self, temperature: float, need: tuple[str, ...]):
+    _FP32_COPIES = 4  # work space of next_token_moments per row: the fp32 logits, p, p log p and a product
+
+    def __init__(self, temperature: float, need: tuple[str, ...], budget_bytes: int = 64 * 2**20):
         self.temperature = temperature
         self.need = need
-        self.steps: list[dict[str, torch.Tensor]] = []  # one dict of (B,) tensors per decoding step
-        self._pending: torch.Tensor | None = None  # (B, V) logits of the last step, waiting for its token
+        self.budget_bytes = budget_bytes
+        self.blocks: list[dict[str, torch.Tensor]] = []  # (B, k) statistics of steps already reduced
+        self._logits: list[torch.Tensor] = []  # (B, V) logits of the steps not reduced yet
+        self._tokens: list[torch.Tensor] = []  # (B,) the token sampled from each of them, once known
 
     def register(self, causal_lm: torch.nn.Module):
         return causal_lm.register_forward_hook(self._hook, with_kwargs=True)
 
-    def _read_logp(self, tokens: torch.Tensor) -> None:
-        step, logits = self.steps[-1], self._pending
-        z_k = logits.gather(-1, tokens.reshape(-1, 1).to(logits.device).long()).squeeze(-1)
-        step["logp"] = z_k.to(step["log_z"].dtype) / self.temperature - step["log_z"]  # log p_k = z_k / T - log Z
-        self._pending = None
-
     def _hook(self, module, args, kwargs, output) -> None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        if self._pending is not None and input_ids is not None:
-            self._read_logp(input_ids[:, -1])  # the token sampled at the previous step
+        if len(self._tokens) < len(self._logits) and input_ids is not None:
+            self._tokens.append(input_ids[:, -1])  # the token sampled at the previous step
         logits = output.logits[:, -1, :]  # (B, V)
-        self.steps.append(next_token_moments(logits, self.temperature, with_baseline="S_baseline" in self.need))
+        if output.logits.size(1) > 1:
+            logits = logits.clone()  # a prefill without logits_to_keep: keep one row, not (B, P, V)
+        row_bytes = logits.shape[0] * logits.shape[1] * 4 * self._FP32_COPIES
+        if self._logits and (len(self._logits) + 1) * row_bytes > self.budget_bytes:
+            self._reduce()
+        self._logits.append(logits)
+
+    def _reduce(self) -> None:
+        logits = torch.stack(self._logits, dim=1)  # (B, k, V)
+        block = next_token_moments(
+            logits,
+            self.temperature,
+            chunk_size=logits.shape[0] * logits.shape[1],
+            with_baseline="S_baseline" in self.need,
+        )
         if "logp" in self.need:
-            self._pending = logits
+            tokens = torch.stack(self._tokens, dim=1).to(logits.device).long()  # (B, k)
+            z_k = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+            block["logp"] = z_k.to(block["log_z"].dtype) / self.temperature - block["log_z"]  # z_k / T - log Z
+        self.blocks.append(block)
+        self._logits, self._tokens = [], []
 
     def result(self, completion_ids: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """(B, T) statistics for the padded `completion_ids` (B, T) of the batch; None if nothing was recorded."""
-        if not self.steps:
+        if self._logits:
+            last = sum(block["log_z"].size(1) for block in self.blocks) + len(self._logits) - 1
+            width = completion_ids.size(1)
+            self._tokens.append(completion_ids[:, last] if last < width else torch.zeros_like(completion_ids[:, 0]))
+            self._reduce()
+        if not self.blocks:
             return None
-        width = completion_ids.size(1)
-        if self._pending is not None:
-            last = len(self.steps) - 1
-            tokens = completion_ids[:, last] if last < width else torch.zeros_like(completion_ids[:, 0])
-            self._read_logp(tokens)
-        steps = self.steps[:width]
-        stats = {key: torch.stack([s[key] for s in steps], dim=1) for key in steps[0]}  # (B, steps)
+        stats = {
+            key: torch.cat([b[key] for b in self.blocks], dim=1)[:, : completion_ids.size(1)] for key in self.blocks[0]
+        }
         if "sum_p2" in stats:
             stats["S_baseline"] = baseline_from_moments(stats["entropy"], stats["sum_p2"], stats["sum_p2logp"])
         return stats
