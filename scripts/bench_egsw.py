@@ -1,6 +1,6 @@
 """Benchmark: every entropy method's overhead over plain GRPO (step time and peak memory), alternated in one run.
 
-    make bench                                  # the tiny recipe on CPU, every method, four settings
+    make bench                                  # the tiny recipe on CPU, every method, five settings
     python scripts/bench_egsw.py --steps 12 --warmup 2 [--settings aligned trl-forward] [--extra "--key value"]
 
 Methods: GRPO, EGSW, Clip_B, Clip_V, EGSW+Clip_B and `log_entropy_dynamics`, and `grpo_control`: GRPO once more as
@@ -12,7 +12,7 @@ the trainer with every method off, which is TRL's GRPOTrainer exactly (tests/tes
 A step is generation + scoring (+ the method's statistics, gather, weights/masks) + loss + backward. At learning
 rate 0 the policy never moves, so all methods sample from the same distribution and the ratios measure the
 methods' own cost. Each method's step on a batch runs `--repeats` times on identical work (same seed, same
-completions; not in vllm-colocate, where TRL seeds vLLM's sampler once per process) and its time is the fastest repeat, which removes one-off interference from other processes (as
+completions) and its time is the fastest repeat, which removes one-off interference from other processes (as
 `timeit` does). Per method, the step-time ratio is the median over batches of (method step / GRPO step on the
 same batch) after `--warmup` batches, and the peak-memory ratio the median of the per-step peak RSS ratios (the
 kernel's high-water mark, reset before each step through /proc/self/clear_refs).

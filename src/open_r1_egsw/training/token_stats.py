@@ -66,8 +66,8 @@ class GenerationRecorder:
         logits = output.logits[:, -1, :]  # (B, V)
         if output.logits.size(1) > 1:
             logits = logits.clone()  # a prefill without logits_to_keep: keep one row, not (B, P, V)
-        row_bytes = logits.shape[0] * logits.shape[1] * 4 * self._FP32_COPIES
-        if self._logits and (len(self._logits) + 1) * row_bytes > self.budget_bytes:
+        step_bytes = logits.shape[0] * logits.shape[1] * 4 * self._FP32_COPIES
+        if self._logits and (len(self._logits) + 1) * step_bytes > self.budget_bytes:
             self._reduce()
         self._logits.append(logits)
 
