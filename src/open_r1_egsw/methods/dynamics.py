@@ -64,14 +64,19 @@ def token_statistics(
             f"{tuple(logits.shape[:-1])}"
         )
     moments = next_token_moments(logits, temperature=temperature, chunk_size=chunk_size)
-    z_k = logits.detach().gather(-1, token_ids.unsqueeze(-1).long()).squeeze(-1).to(moments["entropy"].dtype)
-    logp = z_k / temperature - moments["log_z"]
+    logp = sampled_logp(logits, token_ids, moments["log_z"], temperature)
     return {
         "logp": logp,
         "entropy": moments["entropy"],
         "S": discriminator_from_logps(logp, moments["entropy"]),
         "S_baseline": baseline_from_moments(moments["entropy"], moments["sum_p2"], moments["sum_p2logp"]),
     }
+
+
+def sampled_logp(logits: Tensor, token_ids: Tensor, log_z: Tensor, temperature: float = 1.0) -> Tensor:
+    """log p_k = z_k / T - log Z of the sampled `token_ids` `(...)`, from logits `(..., V)` and their `log_z` `(...)`."""
+    z_k = logits.detach().gather(-1, token_ids.unsqueeze(-1).long()).squeeze(-1)
+    return z_k.to(log_z.dtype) / temperature - log_z
 
 
 def baseline_from_moments(entropy: Tensor, sum_p2: Tensor, sum_p2logp: Tensor) -> Tensor:

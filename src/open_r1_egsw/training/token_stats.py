@@ -15,6 +15,7 @@ from open_r1_egsw.methods.dynamics import (
     baseline_from_moments,
     discriminator_from_logps,
     next_token_moments,
+    sampled_logp,
     sum_p2logp_from_half_temperature,
 )
 
@@ -80,9 +81,8 @@ class GenerationRecorder:
             with_baseline="S_baseline" in self.need,
         )
         if "logp" in self.need:
-            tokens = torch.stack(self._tokens, dim=1).to(logits.device).long()  # (B, k)
-            z_k = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-            block["logp"] = z_k.to(block["log_z"].dtype) / self.temperature - block["log_z"]  # z_k / T - log Z
+            tokens = torch.stack(self._tokens, dim=1).to(logits.device)  # (B, k)
+            block["logp"] = sampled_logp(logits, tokens, block["log_z"], self.temperature)
         self.blocks.append(block)
         self._logits, self._tokens = [], []
 
